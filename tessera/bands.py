@@ -1,0 +1,144 @@
+"""Sensor constants of TESSERA v1.0 (SPEC sections 1-2) and the value encodings around them.
+
+Everything that touches raw Sentinel values goes through here, so the band order, the SCL
+classes, the S1 int16 code and the BOA offset rule exist exactly once in the code base.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+import numpy as np
+
+# --- Sentinel-2 -------------------------------------------------------------------------------
+#: The model's S2 band order (not wavelength order).
+S2_BANDS: tuple[str, ...] = ("B04", "B02", "B03", "B08", "B8A", "B05", "B06", "B07", "B11", "B12")
+#: Bands delivered natively at 10 m; the others are 20 m and resampled to the 10 m grid.
+S2_10M_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08")
+
+S2_MEAN = np.array(
+    [1711.0938, 1308.8511, 1546.4543, 3010.1293, 3106.5083,
+     2068.3044, 2685.0845, 2931.5889, 2514.6928, 1899.4922], dtype=np.float32)
+S2_STD = np.array(
+    [1926.1026, 1862.9751, 1803.1792, 1741.7837, 1677.4543,
+     1888.7862, 1736.3090, 1715.8104, 1514.5199, 1398.4779], dtype=np.float32)
+
+#: Scene classification (SCL) classes that mark an observation invalid / valid.
+SCL_INVALID: frozenset[int] = frozenset({0, 1, 2, 3, 8, 9})
+SCL_VALID: frozenset[int] = frozenset({4, 5, 6, 7, 10, 11})
+SCL_NAMES: dict[int, str] = {
+    0: "no data", 1: "saturated", 2: "dark", 3: "cloud shadow", 4: "vegetation", 5: "bare",
+    6: "water", 7: "unclassified", 8: "cloud medium", 9: "cloud high", 10: "thin cirrus", 11: "snow",
+}
+
+#: Processing baseline 04.00 (acquisitions from this date) adds BOA_ADD_OFFSET to L2A values.
+BOA_OFFSET = 1000
+BOA_OFFSET_FIRST_DATE = _dt.date(2022, 1, 25)
+BOA_OFFSET_BASELINE = (4, 0)
+
+# --- Sentinel-1 -------------------------------------------------------------------------------
+S1_POLS: tuple[str, ...] = ("VV", "VH")
+S1_ORBITS: tuple[str, ...] = ("ascending", "descending")
+S1_MEAN = np.array([5484.0407, 3003.7812], dtype=np.float32)
+S1_STD = np.array([1871.2334, 1726.0670], dtype=np.float32)
+
+#: Normalisation epsilon: x_norm = (x - mean) / (std + EPS).
+NORM_EPS = 1e-9
+
+NORMALISATION_V1 = {
+    "s2_mean": S2_MEAN.tolist(), "s2_std": S2_STD.tolist(),
+    "s1_mean": S1_MEAN.tolist(), "s1_std": S1_STD.tolist(), "eps": NORM_EPS,
+}
+
+
+def scl_valid(scl: np.ndarray) -> np.ndarray:
+    """Boolean validity of SCL codes: True for {4, 5, 6, 7, 10, 11}."""
+    scl = np.asarray(scl)
+    return np.isin(scl, sorted(SCL_VALID))
+
+
+def s1_db_to_int16(db: np.ndarray) -> np.ndarray:
+    """Encode backscatter in dB as the TESSERA int16 code; NaN (no data) becomes 0."""
+    db = np.asarray(db, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        v = np.clip(np.round((db + 50.0) * 200.0), 0, 32767)
+    return np.where(np.isfinite(db), v, 0).astype(np.int16)
+
+
+def s1_linear_to_int16(x: np.ndarray) -> np.ndarray:
+    """Encode linear backscatter power: clip((20*log10(x) + 50) * 200, 0, 32767); x <= 0 -> 0.
+
+    The published rule applies 20*log10 to the RTC value, so that is kept here verbatim.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        db = np.where(x > 0, 20.0 * np.log10(np.where(x > 0, x, 1.0)), np.nan)
+    return s1_db_to_int16(db)
+
+
+def s1_int16_to_db(v: np.ndarray) -> np.ndarray:
+    """Decode the int16 code to dB (float32); 0 (no data) becomes NaN."""
+    v = np.asarray(v)
+    db = v.astype(np.float32) / 200.0 - 50.0
+    return np.where(v == 0, np.float32(np.nan), db).astype(np.float32)
+
+
+def s1_amplitude_dn_to_db(dn: np.ndarray, offset: float = -83.0) -> np.ndarray:
+    """Amplitude DN to dB: 20*log10(DN) + offset (WorldCereal uses -83). DN <= 0 -> NaN."""
+    dn = np.asarray(dn, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(dn > 0, 20.0 * np.log10(np.where(dn > 0, dn, 1.0)) + offset, np.nan)
+
+
+def s1_valid(sar: np.ndarray) -> np.ndarray:
+    """A S1 date is valid for a pixel iff VV != 0 or VH != 0 (last axis = [VV, VH])."""
+    sar = np.asarray(sar)
+    return (sar[..., 0] != 0) | (sar[..., 1] != 0)
+
+
+def parse_baseline(baseline: str | float | None) -> tuple[int, int] | None:
+    """Parse a processing baseline such as '04.00', 'N0400', '5.09' or 4.0 into (major, minor)."""
+    if baseline is None:
+        return None
+    s = str(baseline).strip().upper().lstrip("N")
+    if "." in s:
+        major, minor = s.split(".", 1)
+    elif len(s) == 4 and s.isdigit():
+        major, minor = s[:2], s[2:]
+    else:
+        raise ValueError(f"processing baseline {baseline!r}: expected a form like '04.00' or 'N0400'")
+    return int(major), int(minor[:2] or 0)
+
+
+def needs_boa_offset(date: _dt.date | None = None, baseline: str | float | None = None) -> bool:
+    """Whether L2A values of an acquisition carry BOA_ADD_OFFSET = 1000.
+
+    The processing baseline decides when known (>= 04.00); otherwise the acquisition date
+    (from 2022-01-25). One of the two must be given.
+    """
+    parsed = parse_baseline(baseline)
+    if parsed is not None:
+        return parsed >= BOA_OFFSET_BASELINE
+    if date is None:
+        raise ValueError("needs_boa_offset: give the acquisition date or the processing baseline")
+    if isinstance(date, _dt.datetime):
+        date = date.date()
+    return date >= BOA_OFFSET_FIRST_DATE
+
+
+def remove_boa_offset(values: np.ndarray) -> np.ndarray:
+    """Subtract the BOA offset once: values >= 1000 lose 1000, values below (incl. 0 = no data)
+    become 0. Call only on data that `needs_boa_offset` says still carries it."""
+    v = np.asarray(values)
+    out = np.where(v >= BOA_OFFSET, v.astype(np.int32) - BOA_OFFSET, 0)
+    return out.astype(v.dtype if v.dtype.kind in "ui" else np.int32)
+
+
+def normalise_s2(x: np.ndarray | "torch.Tensor"):  # noqa: F821 - torch optional here
+    """(x - mean) / (std + eps) over the last axis (10 bands, model order)."""
+    return (x - S2_MEAN) / (S2_STD + NORM_EPS)
+
+
+def normalise_s1(x):
+    """(x - mean) / (std + eps) over the last axis ([VV, VH] int16 code)."""
+    return (x - S1_MEAN) / (S1_STD + NORM_EPS)

@@ -1,0 +1,152 @@
+"""Our checkpoint format: `<name>.safetensors` (weights) + `<name>.json` (config and provenance).
+
+The JSON carries the preset, the model sizes, the normalisation constants, the S2 band order and
+the format version; loading checks each against what this code computes with, so a checkpoint is
+never silently run with the wrong inputs. The same JSON is also stored in the safetensors header,
+so a lone .safetensors file still loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tessera import __version__
+from tessera.bands import NORMALISATION_V1, S1_POLS, S2_BANDS
+from tessera.model.config import ModelConfig, get_preset
+from tessera.model.published import (fit_state_dict, is_published_layout, load_published,
+                                     read_state_dict, unwrap)
+from tessera.model.tessera_model import TesseraModel
+
+FORMAT = "tessera-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointConfigError(ValueError):
+    """The JSON config of a checkpoint does not match what this code expects."""
+
+
+def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    p = Path(path)
+    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def make_meta(model: TesseraModel, preset: str | None, extra: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "software_version": __version__,
+        "preset": preset, "model": model.config.to_dict(), "normalisation": NORMALISATION_V1,
+        "s2_bands": list(S2_BANDS), "s1_pols": list(S1_POLS), **(extra or {}),
+    }
+
+
+def save_checkpoint(model: TesseraModel, path: str | os.PathLike, preset: str | None = None,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write weights + JSON config atomically; the projector is not saved (training only)."""
+    from safetensors.torch import save_file
+
+    st_path, js_path = checkpoint_paths(path)
+    st_path.parent.mkdir(parents=True, exist_ok=True)
+    meta = make_meta(model, preset, extra)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+             if not k.startswith("projector.")}
+    for final, write in ((st_path, lambda p: save_file(state, p, metadata={"tessera": json.dumps(meta)})),
+                         (js_path, lambda p: Path(p).write_text(json.dumps(meta, indent=2)))):
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
+        os.close(fd)
+        try:
+            write(tmp)
+            os.replace(tmp, final)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return st_path
+
+
+def validate_meta(meta: dict[str, Any], source: str) -> ModelConfig:
+    """Check a checkpoint's JSON against this code's constants; return its model config."""
+    def fail(field: str, found: Any, expected: Any) -> None:
+        raise CheckpointConfigError(f"{source}: field '{field}' is {found!r}, expected {expected!r}")
+
+    if meta.get("format") != FORMAT:
+        fail("format", meta.get("format"), FORMAT)
+    if meta.get("format_version") != FORMAT_VERSION:
+        fail("format_version", meta.get("format_version"), FORMAT_VERSION)
+    if meta.get("s2_bands") != list(S2_BANDS):
+        fail("s2_bands", meta.get("s2_bands"), list(S2_BANDS))
+    if meta.get("s1_pols") != list(S1_POLS):
+        fail("s1_pols", meta.get("s1_pols"), list(S1_POLS))
+    norm = meta.get("normalisation")
+    if not isinstance(norm, dict) or set(norm) != set(NORMALISATION_V1) or not all(
+            np.allclose(norm[k], NORMALISATION_V1[k], rtol=0, atol=1e-4) for k in NORMALISATION_V1):
+        fail("normalisation", norm, NORMALISATION_V1)
+    if "model" not in meta:
+        fail("model", None, "a dict of model sizes")
+    try:
+        cfg = ModelConfig.from_dict(meta["model"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointConfigError(f"{source}: field 'model': {exc}") from None
+    preset = meta.get("preset")
+    if preset is not None:
+        try:
+            base = get_preset(preset)
+        except ValueError as exc:
+            raise CheckpointConfigError(f"{source}: field 'preset': {exc}") from None
+        # Presets fix the encoder sizes; the projector is training-only and may differ.
+        for f in ("d_model", "n_layers", "n_heads", "ffn_dim", "latent_dim", "s2_bands", "s1_bands"):
+            if getattr(cfg, f) != getattr(base, f):
+                fail(f"model.{f}", getattr(cfg, f), f"{getattr(base, f)} (preset {preset})")
+    return cfg
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint's JSON: the sidecar file when present, else the safetensors header."""
+    st_path, js_path = checkpoint_paths(path)
+    if js_path.exists():
+        try:
+            return json.loads(js_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise CheckpointConfigError(f"{js_path}: not valid JSON ({exc})") from None
+    from safetensors import safe_open
+    with safe_open(str(st_path), framework="pt") as f:
+        header = (f.metadata() or {}).get("tessera")
+    if header is None:
+        raise CheckpointConfigError(f"{js_path}: config file not found and {st_path} carries none")
+    return json.loads(header)
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[TesseraModel, dict[str, Any]]:
+    """Load any checkpoint a user may pass: ours (safetensors + JSON) or the published layout
+    (detected by its keys). Returns the model in eval mode and its metadata."""
+    p = Path(path)
+    st_path, _ = checkpoint_paths(p)
+    if p.suffix not in (".safetensors", ".json", "") or not st_path.exists():
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: checkpoint not found")
+        state = read_state_dict(p)
+        if is_published_layout(unwrap(state)):
+            model = load_published(state)
+            return model, {"preset": None, "source": "published", "path": str(p),
+                           "model": model.config.to_dict()}
+        raise CheckpointConfigError(f"{p}: not a tessera checkpoint (.safetensors + .json) nor "
+                                    "the published layout")
+    if not st_path.exists():
+        raise FileNotFoundError(f"{st_path}: checkpoint not found")
+    state = read_state_dict(st_path)
+    if is_published_layout(unwrap(state)):
+        model = load_published(state)
+        return model, {"preset": None, "source": "published", "path": str(st_path),
+                       "model": model.config.to_dict()}
+    meta = read_meta(st_path)
+    cfg = validate_meta(meta, str(checkpoint_paths(st_path)[1]))
+    model = TesseraModel(cfg)
+    fit_state_dict(model, unwrap(state), str(st_path))
+    meta["path"] = str(st_path)
+    return model.eval(), meta

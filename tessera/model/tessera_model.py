@@ -1,0 +1,137 @@
+"""The TESSERA v1.0 architecture (SPEC section 3).
+
+Per sensor: per-timestep MLP, sinusoidal day-of-year encoding, a post-norm transformer encoder,
+GRU + attention pooling over the transformer outputs. The two 512-d (d_model) pixel vectors are
+concatenated and reduced to the 128-d representation. Module names follow the published
+checkpoint where PyTorch's layers allow it (only the GRU differs; see `published.py`).
+
+Inputs are right-padded: valid steps first, padding after. Padding never changes an output:
+attention uses a key padding mask, the GRU is causal (padding comes after every valid step) and
+the pooling softmax excludes padded steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from tessera.bands import NORM_EPS, S1_MEAN, S1_STD, S2_MEAN, S2_STD
+from tessera.model.config import ModelConfig
+
+
+def doy_encoding(doy: torch.Tensor, d_model: int) -> torch.Tensor:
+    """Transformer sinusoid at position = raw day of year: pe[2i] = sin(doy / 10000^(2i/d))."""
+    i2 = torch.arange(0, d_model, 2, device=doy.device, dtype=torch.float32)
+    div = torch.exp(i2 * (-math.log(10000.0) / d_model))
+    angle = doy.to(torch.float32).unsqueeze(-1) * div
+    pe = torch.stack((torch.sin(angle), torch.cos(angle)), dim=-1)  # (..., d/2, 2)
+    return pe.flatten(-2)
+
+
+class AttentionPool(nn.Module):
+    """GRU over the sequence, LayerNorm, Linear(d -> 1) scores, softmax over valid steps; the
+    weights average the transformer outputs (not the GRU outputs)."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.gru = nn.GRU(d_model, d_model, batch_first=True)
+        self.layer_norm = nn.LayerNorm(d_model)
+        self.query = nn.Linear(d_model, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        ctx, _ = self.gru(x)
+        scores = self.query(self.layer_norm(ctx)).squeeze(-1)  # (B, T)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        w = torch.softmax(scores, dim=1)
+        return torch.bmm(w.unsqueeze(1), x).squeeze(1)
+
+
+class Backbone(nn.Module):
+    """One sensor's encoder: (B, T, bands) normalised values + (B, T) day of year -> (B, d)."""
+
+    def __init__(self, n_bands: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.d_model = d
+        self.embedding = nn.Sequential(nn.Linear(n_bands, d), nn.ReLU(), nn.Linear(d, d))
+        layer = nn.TransformerEncoderLayer(d, cfg.n_heads, cfg.ffn_dim, cfg.dropout,
+                                           activation="relu", batch_first=True, norm_first=False)
+        self.transformer_encoder = nn.TransformerEncoder(layer, cfg.n_layers,
+                                                         enable_nested_tensor=False)
+        self.attn_pool = AttentionPool(d)
+
+    def forward(self, x: torch.Tensor, doy: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.embedding(x) + doy_encoding(doy, self.d_model).to(x.dtype)
+        pad = None if mask is None else ~mask
+        h = self.transformer_encoder(h, src_key_padding_mask=pad)
+        if mask is not None:
+            # Padded outputs are excluded from the pooling; zero them so they cannot leak NaN.
+            h = h.masked_fill(pad.unsqueeze(-1), 0.0)
+        return self.attn_pool(h, mask)
+
+
+class Projector(nn.Module):
+    """Training-only head: Linear + BN + ReLU blocks, then a last Linear (SPEC section 3.6)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        d_in = cfg.latent_dim
+        for _ in range(cfg.projector_hidden_layers):
+            layers += [nn.Linear(d_in, cfg.projector_dim), nn.BatchNorm1d(cfg.projector_dim),
+                       nn.ReLU()]
+            d_in = cfg.projector_dim
+        layers.append(nn.Linear(d_in, cfg.projector_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        return self.net(r)
+
+
+class TesseraModel(nn.Module):
+    """Raw inputs in, 128-d representation out.
+
+    `s2` is reflectance x 10 000 in model band order, `s1` the int16 code [VV, VH]; both are
+    normalised inside with the v1.0 constants (buffers, not parameters).
+    """
+
+    def __init__(self, cfg: ModelConfig, with_projector: bool = False) -> None:
+        super().__init__()
+        self.config = cfg
+        self.s2_backbone = Backbone(cfg.s2_bands, cfg)
+        self.s1_backbone = Backbone(cfg.s1_bands, cfg)
+        self.dim_reducer = nn.Sequential(nn.Linear(2 * cfg.d_model, cfg.latent_dim))
+        self.projector = Projector(cfg) if with_projector else None
+        for name, value in (("s2_mean", S2_MEAN), ("s2_std", S2_STD),
+                            ("s1_mean", S1_MEAN), ("s1_std", S1_STD)):
+            self.register_buffer(name, torch.as_tensor(value), persistent=False)
+
+    def encode_s2(self, s2: torch.Tensor, doy: torch.Tensor,
+                  mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = (s2.to(self.s2_mean.dtype) - self.s2_mean) / (self.s2_std + NORM_EPS)
+        return self.s2_backbone(x.to(self.dtype), doy, mask)
+
+    def encode_s1(self, s1: torch.Tensor, doy: torch.Tensor,
+                  mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = (s1.to(self.s1_mean.dtype) - self.s1_mean) / (self.s1_std + NORM_EPS)
+        return self.s1_backbone(x.to(self.dtype), doy, mask)
+
+    def fuse(self, h2: torch.Tensor, h1: torch.Tensor) -> torch.Tensor:
+        return self.dim_reducer(torch.cat((h2, h1), dim=-1))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.dim_reducer[0].weight.dtype
+
+    def forward(self, s2: torch.Tensor, s2_doy: torch.Tensor, s1: torch.Tensor,
+                s1_doy: torch.Tensor, s2_mask: torch.Tensor | None = None,
+                s1_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fuse(self.encode_s2(s2, s2_doy, s2_mask), self.encode_s1(s1, s1_doy, s1_mask))
+
+    def num_parameters(self, include_projector: bool = False) -> int:
+        return sum(p.numel() for n, p in self.named_parameters()
+                   if include_projector or not n.startswith("projector."))
