@@ -1,0 +1,320 @@
+"""Inference: d-pixels -> 128-d embeddings -> int8 + per-pixel scale.
+
+`Embedder` embeds a `DPixelBatch` in bounded batches under `torch.inference_mode`, bucketing
+pixels by sequence length (each sensor separately) so little compute is spent on padding.
+`embed_tile` streams a tile folder chunk by chunk from its memory maps into memory-mapped outputs
+written under temporary names and renamed when complete, so memory stays bounded whatever the
+tile size and an interrupted run never leaves a half-written result under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from tessera import __version__
+from tessera.dpixel import DPixelBatch, Tile
+from tessera.model import TesseraModel, get_preset, load_checkpoint
+from tessera.quantize import dequantize, quantize
+from tessera.sampling import (SCHEMES, V1_STEPS, Candidates, Scheme, buckets, gather,
+                              s1_candidates, s2_candidates, select)
+
+log = logging.getLogger(__name__)
+
+#: Bits of the per-pixel flags written next to the embeddings.
+FLAG_NO_S2 = 1  # no valid S2 observation: every S2 step was used (SPEC 5)
+FLAG_NO_S1 = 2  # no valid S1 observation
+FLAG_OUTSIDE_ROI = 4  # not computed
+FLAG_NAMES = {FLAG_NO_S2: "no valid S2", FLAG_NO_S1: "no valid S1", FLAG_OUTSIDE_ROI: "outside ROI"}
+
+RANDOM_INIT_WARNING = ("model weights are RANDOMLY INITIALISED (no trained weights given or "
+                       "shipped yet): the embeddings carry no learned meaning")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available on this machine")
+    return dev
+
+
+def shipped_checkpoint() -> Path | None:
+    """Path of trained weights bundled with the package, if any."""
+    found = sorted((Path(__file__).parent / "weights").glob("*.safetensors"))
+    return found[0] if found else None
+
+
+def resolve_model(checkpoint: str | os.PathLike | None = None, preset: str | None = None,
+                  seed: int = 0) -> tuple[TesseraModel, dict[str, Any]]:
+    """The model to embed with: a checkpoint, else shipped weights, else a seeded random init.
+
+    Metadata says which (`random_init: True` for the last, and callers must say so plainly).
+    """
+    if checkpoint is not None:
+        model, meta = load_checkpoint(checkpoint)
+        if preset is not None and meta.get("preset") not in (None, preset):
+            raise ValueError(f"--preset {preset} contradicts the checkpoint's preset "
+                             f"{meta.get('preset')!r} ({checkpoint})")
+        return model.eval(), meta
+    shipped = shipped_checkpoint()
+    if shipped is not None and (preset is None or preset == _preset_of(shipped)):
+        model, meta = load_checkpoint(shipped)
+        return model.eval(), meta
+    name = preset or "tiny"
+    torch.manual_seed(seed)
+    model = TesseraModel(get_preset(name)).eval()
+    return model, {"preset": name, "random_init": True, "init_seed": seed,
+                   "model": model.config.to_dict()}
+
+
+def _preset_of(path: Path) -> str | None:
+    from tessera.model import read_meta
+    return read_meta(path).get("preset")
+
+
+@dataclasses.dataclass
+class EmbedResult:
+    embeddings: np.ndarray  # (N, latent) float32
+    flags: np.ndarray  # (N,) uint8, FLAG_* bits
+
+
+class Embedder:
+    """Embeds d-pixels with a model.
+
+    batch_size: pixels per forward pass at 40 steps; with the `all` scheme the budget is
+    batch_size * 40 tokens, so long sequences go in smaller batches and memory stays bounded.
+    sampling: "all" (deterministic, every valid observation; default) or "v1" (published
+    40 + 40 random draws, seeded by `seed` and each pixel's id).
+    """
+
+    def __init__(self, model: TesseraModel, *, device: str = "auto", batch_size: int = 1024,
+                 sampling: Scheme = "all", seed: int = 0, bf16: bool = False,
+                 steps: int = V1_STEPS) -> None:
+        if sampling not in SCHEMES:
+            raise ValueError(f"sampling {sampling!r}: expected one of {', '.join(SCHEMES)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size {batch_size}: expected a positive number of pixels")
+        self.device = resolve_device(device)
+        self.model = model.eval().to(self.device)
+        self.batch_size = batch_size
+        self.sampling: Scheme = sampling
+        self.seed = seed
+        self.steps = steps
+        self.bf16 = bf16 and self.device.type == "cuda"
+        if bf16 and self.device.type != "cuda":
+            log.warning("bf16 requested on %s: ignored (bf16 is used on GPU only)", self.device)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.bf16:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _encode(self, encode: Callable[..., torch.Tensor], c: Candidates, stream: int,
+                pixel_ids: np.ndarray) -> torch.Tensor:
+        n = c.values.shape[0]
+        idx, lengths = select(c, self.sampling, self.seed, stream, pixel_ids, self.steps)
+        out = torch.empty((n, self.model.config.d_model), dtype=torch.float32, device=self.device)
+        if lengths is None:
+            groups: Iterator[tuple[np.ndarray, int]] = (
+                (np.arange(i, min(n, i + self.batch_size)), idx.shape[1])
+                for i in range(0, n, self.batch_size))
+        else:
+            groups = buckets(lengths, self.batch_size * V1_STEPS)
+        for rows, length in groups:
+            sub = Candidates(values=c.values[rows], doy=c.doy[rows], candidate=c.candidate[rows],
+                             any_valid=c.any_valid[rows])
+            seq = gather(sub, idx[rows, :length], None if lengths is None else lengths[rows])
+            values = torch.from_numpy(np.ascontiguousarray(seq.values, dtype=np.float32))
+            doy = torch.from_numpy(np.ascontiguousarray(seq.doy, dtype=np.float32))
+            mask = None if seq.mask is None else torch.from_numpy(seq.mask)
+            with self._autocast():
+                h = encode(values.to(self.device), doy.to(self.device),
+                           None if mask is None else mask.to(self.device))
+            out[torch.from_numpy(rows).to(self.device)] = h.float()
+        return out
+
+    def embed(self, batch: DPixelBatch, pixel_ids: np.ndarray | None = None) -> EmbedResult:
+        """Embed every pixel of `batch`. `pixel_ids` (default 0..N-1) seed the v1 draws."""
+        n = len(batch)
+        if pixel_ids is None:
+            pixel_ids = np.arange(n, dtype=np.int64)
+        c2, c1 = s2_candidates(batch), s1_candidates(batch)
+        flags = (np.where(c2.any_valid, 0, FLAG_NO_S2) | np.where(c1.any_valid, 0, FLAG_NO_S1))
+        latent = self.model.config.latent_dim
+        if n == 0:
+            return EmbedResult(np.zeros((0, latent), np.float32), flags.astype(np.uint8))
+        with torch.inference_mode():
+            h2 = self._encode(self.model.encode_s2, c2, 2, pixel_ids)
+            h1 = self._encode(self.model.encode_s1, c1, 1, pixel_ids)
+            with self._autocast():
+                emb = self.model.fuse(h2, h1).float().cpu().numpy()
+        return EmbedResult(emb, flags.astype(np.uint8))
+
+
+# --- tiles ------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class TileOutputs:
+    embeddings: Path
+    scales: Path
+    flags: Path
+    geotiffs: list[Path]
+    n_pixels: int
+    n_flagged: int
+
+
+def _tmp_path(final: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; results are ordinary files
+    return Path(tmp)
+
+
+def embed_tile(embedder: Embedder, tile_dir: str | os.PathLike, out_dir: str | os.PathLike,
+               name: str | None = None, *, geotiff: str | None = None, year: int | None = None,
+               keep_partial: bool = False, chunk_pixels: int = 16384, progress: bool = True,
+               meta: dict[str, Any] | None = None) -> TileOutputs:
+    """Embed a tile folder into `<out_dir>/<name>.npy` (int8, H x W x 128), `<name>_scales.npy`
+    (float32, H x W; NaN = no data) and `<name>_flags.npy` (uint8 FLAG_* bits).
+
+    Pixels outside the ROI are not computed. Pixels without any valid S2 or S1 observation are
+    embedded as SPEC 5 says (all steps used) but get a NaN scale, unless `keep_partial` keeps
+    those that lack only one sensor. `geotiff`: None, "float32" or "int8" (see `write_geotiff`).
+    """
+    tile = Tile.open(tile_dir)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = name or Path(tile_dir).resolve().name
+    h, w = tile.shape
+    latent = embedder.model.config.latent_dim
+    finals = {k: out_dir / f"{name}{suffix}" for k, suffix in
+              (("emb", ".npy"), ("scales", "_scales.npy"), ("flags", "_flags.npy"))}
+    tmps = {k: _tmp_path(p) for k, p in finals.items()}
+    try:
+        q_out = np.lib.format.open_memmap(tmps["emb"], mode="w+", dtype=np.int8, shape=(h, w, latent))
+        s_out = np.lib.format.open_memmap(tmps["scales"], mode="w+", dtype=np.float32, shape=(h, w))
+        f_out = np.lib.format.open_memmap(tmps["flags"], mode="w+", dtype=np.uint8, shape=(h, w))
+        rows_per_chunk = max(1, chunk_pixels // max(w, 1))
+        roi = tile.roi.reshape(-1) > 0
+        n_flagged = 0
+        with _progress(progress, total=int(roi.sum()), what=f"embedding {name}") as advance:
+            for r0 in range(0, h, rows_per_chunk):
+                r1 = min(h, r0 + rows_per_chunk)
+                ids = np.arange(r0 * w, r1 * w, dtype=np.int64)
+                inside = roi[ids]
+                q = np.zeros((len(ids), latent), np.int8)
+                s = np.full(len(ids), np.nan, np.float32)
+                flags = np.full(len(ids), FLAG_OUTSIDE_ROI, np.uint8)
+                if inside.any():
+                    batch = tile.read_rows(r0, r1).take(np.flatnonzero(inside))
+                    res = embedder.embed(batch, ids[inside])
+                    qi, si = quantize(res.embeddings)
+                    drop = (res.flags != 0) if not keep_partial else (
+                        res.flags == (FLAG_NO_S2 | FLAG_NO_S1))
+                    si[drop] = np.nan
+                    q[inside], s[inside], flags[inside] = qi, si, res.flags
+                    n_flagged += int((res.flags != 0).sum())
+                    advance(int(inside.sum()))
+                q_out[r0:r1] = q.reshape(r1 - r0, w, latent)
+                s_out[r0:r1] = s.reshape(r1 - r0, w)
+                f_out[r0:r1] = flags.reshape(r1 - r0, w)
+        for arr in (q_out, s_out, f_out):
+            arr.flush()
+        del q_out, s_out, f_out
+        geotiffs: list[Path] = []
+        if geotiff is not None:
+            tags = {**_provenance(embedder, meta), "year": "" if year is None else str(year),
+                    "tile": name}
+            geotiffs = write_geotiff(tmps["emb"], tmps["scales"], out_dir / f"{name}.tif",
+                                     tile.crs, tile.transform, dtype=geotiff, tags=tags)
+        for k in ("emb", "scales", "flags"):  # scales last-but-one: a pair is complete once both exist
+            os.replace(tmps[k], finals[k])
+    finally:
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
+    return TileOutputs(finals["emb"], finals["scales"], finals["flags"], geotiffs, h * w, n_flagged)
+
+
+def _provenance(embedder: Embedder, meta: dict[str, Any] | None) -> dict[str, str]:
+    meta = meta or {}
+    return {"software": f"tessera-eo {__version__}", "model": "TESSERA",
+            "preset": str(meta.get("preset")), "checkpoint": str(meta.get("path", "")),
+            "random_init": str(bool(meta.get("random_init", False))),
+            "sampling": embedder.sampling, "seed": str(embedder.seed)}
+
+
+def write_geotiff(emb_npy: Path, scales_npy: Path, path: Path, crs: Any, transform: Any,
+                  dtype: str = "float32", tags: dict[str, str] | None = None,
+                  window_rows: int = 256) -> list[Path]:
+    """GeoTIFF(s) of an embedding pair in the tile's CRS and transform, written window by window.
+
+    "float32": one file, 128 bands of q * s (NaN = no data). "int8": `<path>` with the 128 int8
+    bands plus `<stem>_scales.tif`, one float32 band (a GeoTIFF holds one data type). Written
+    under temporary names, then renamed.
+    """
+    import rasterio
+
+    if dtype not in ("float32", "int8"):
+        raise ValueError(f"geotiff dtype {dtype!r}: expected 'float32' or 'int8'")
+    q = np.load(emb_npy, mmap_mode="r")
+    s = np.load(scales_npy, mmap_mode="r")
+    h, w, latent = q.shape
+    profile = dict(driver="GTiff", height=h, width=w, crs=crs, transform=transform, tiled=True,
+                   blockxsize=256, blockysize=256, compress="deflate", BIGTIFF="IF_SAFER",
+                   interleave="pixel")
+    outputs = [(path, latent, dtype)]
+    if dtype == "int8":
+        outputs.append((path.with_name(path.stem + "_scales.tif"), 1, "float32"))
+    written = []
+    try:
+        for out, count, dt in outputs:
+            tmp = _tmp_path(out)
+            written.append((tmp, out))
+            nodata = float("nan") if dt == "float32" else None
+            with rasterio.open(tmp, "w", count=count, dtype=dt, nodata=nodata, **profile) as dst:
+                dst.update_tags(**(tags or {}), encoding=("q*s" if dtype == "float32" else
+                                                          "int8 q; embedding = q * scale"))
+                for b in range(count):
+                    dst.set_band_description(b + 1, "scale" if count == 1 and latent != 1
+                                             else f"A{b:03d}")
+                for r0 in range(0, h, window_rows):
+                    r1 = min(h, r0 + window_rows)
+                    win = rasterio.windows.Window(0, r0, w, r1 - r0)
+                    if count == 1:
+                        dst.write(np.asarray(s[r0:r1])[None], window=win)
+                    elif dt == "float32":
+                        block = dequantize(q[r0:r1], s[r0:r1])
+                        dst.write(np.moveaxis(block, -1, 0), window=win)
+                    else:
+                        dst.write(np.moveaxis(np.asarray(q[r0:r1]), -1, 0), window=win)
+        for tmp, out in written:
+            os.replace(tmp, out)
+    finally:
+        for tmp, _ in written:
+            tmp.unlink(missing_ok=True)
+    return [out for _, out in written]
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int, what: str) -> Iterator[Callable[[int], None]]:
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("px"), TimeRemainingColumn(), transient=False) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda n: bar.advance(task, n)

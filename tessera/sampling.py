@@ -1,0 +1,173 @@
+"""Temporal sampling: which observations of each d-pixel go into the encoder.
+
+Two schemes (SPEC section 5):
+- `v1`: the published one. 40 S2 and 40 S1 steps per pixel, drawn from the valid observations
+  without replacement when there are enough, else with replacement, then sorted. Seeded here
+  (the published code was not), and the random numbers are a hash of (seed, pixel id, step), so a
+  pixel's draw does not depend on which batch or chunk it is processed in.
+- `all` (deterministic, the default): every valid observation, in order. Lengths differ per
+  pixel; `buckets` groups pixels of similar length so that little compute goes to padding.
+
+Rules shared by both: the S1 sequence is the ascending steps followed by the descending steps; a
+pixel with no date in an orbit gets one all-zero step at day 180 there; zero steps are invalid;
+a pixel with no valid observation of a sensor uses all of its steps of that sensor (and is
+flagged by the caller).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator, Literal
+
+import numpy as np
+
+from tessera.bands import s1_valid
+from tessera.dpixel import DPixelBatch
+
+Scheme = Literal["all", "v1"]
+SCHEMES: tuple[str, ...] = ("all", "v1")
+V1_STEPS = 40
+EMPTY_ORBIT_DOY = 180
+
+
+@dataclasses.dataclass
+class Candidates:
+    """One sensor's observations of N pixels and which of them may be drawn."""
+
+    values: np.ndarray  # (N, T, C)
+    doy: np.ndarray  # (N, T)
+    candidate: np.ndarray  # (N, T) bool: valid steps, or every present step when none is valid
+    any_valid: np.ndarray  # (N,) bool
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self.candidate.sum(axis=1)
+
+
+def _candidates(values: np.ndarray, doy: np.ndarray, valid: np.ndarray,
+                present: np.ndarray) -> Candidates:
+    any_valid = valid.any(axis=1)
+    cand = np.where(any_valid[:, None], valid, present)
+    return Candidates(values=values, doy=doy, candidate=cand, any_valid=any_valid)
+
+
+def s2_candidates(batch: DPixelBatch) -> Candidates:
+    valid = batch.s2_valid & batch.s2_present
+    return _candidates(batch.s2, batch.s2_doy, valid, batch.s2_present)
+
+
+def _with_empty_step(values: np.ndarray, doy: np.ndarray, present: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Give pixels without any date in this orbit one all-zero step at day 180."""
+    none = ~present.any(axis=1)
+    if not none.any():
+        return values, doy, present
+    n = values.shape[0]
+    values = np.concatenate([values, np.zeros((n, 1, values.shape[2]), values.dtype)], axis=1)
+    doy = np.concatenate([doy, np.where(none, EMPTY_ORBIT_DOY, 0)[:, None].astype(doy.dtype)], 1)
+    present = np.concatenate([present, none[:, None]], axis=1)
+    return values, doy, present
+
+
+def s1_candidates(batch: DPixelBatch) -> Candidates:
+    """Ascending then descending steps (not interleaved by date), with the empty-orbit rule."""
+    va, da, pa = _with_empty_step(batch.s1_asc, batch.s1_asc_doy, batch.s1_asc_present)
+    vd, dd, pd = _with_empty_step(batch.s1_desc, batch.s1_desc_doy, batch.s1_desc_present)
+    values = np.concatenate([va, vd], axis=1)
+    doy = np.concatenate([np.asarray(da, np.int16), np.asarray(dd, np.int16)], axis=1)
+    present = np.concatenate([pa, pd], axis=1)
+    valid = s1_valid(values) & present
+    return _candidates(values, doy, valid, present)
+
+
+# --- counter-based random numbers -------------------------------------------------------------
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def hashed_uniform(seed: int, stream: int, pixel_ids: np.ndarray, n: int) -> np.ndarray:
+    """Uniform [0, 1) numbers for (seed, stream, pixel id, step): (N, n), batch-independent."""
+    with np.errstate(over="ignore"):
+        base = _splitmix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * np.uint64(0x100000001B3)
+                           + np.uint64(stream))
+        pid = _splitmix64(np.asarray(pixel_ids, dtype=np.uint64) ^ base)
+        steps = np.arange(n, dtype=np.uint64)
+        h = _splitmix64(pid[:, None] * np.uint64(0xD1B54A32D192ED03) + steps[None, :])
+    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def draw_v1(cand: np.ndarray, k: int, seed: int, stream: int, pixel_ids: np.ndarray) -> np.ndarray:
+    """Indices (N, k), sorted per pixel: k of the candidates without replacement when a pixel has
+    at least k, else k draws with replacement."""
+    n, t = cand.shape
+    counts = cand.sum(axis=1)
+    if (counts == 0).any():
+        raise ValueError("draw_v1: a pixel has no candidate step (no observation at all)")
+    keys = hashed_uniform(seed, stream, pixel_ids, t + k)
+    order = np.argsort(np.where(cand, keys[:, :t], 2.0), axis=1, kind="stable")
+    if t < k:
+        order = np.concatenate([order, np.zeros((n, k - t), order.dtype)], axis=1)
+    without = order[:, :k]
+    # candidates first, in time order: position j of the with-replacement draw picks one of them
+    cand_first = np.argsort(~cand, axis=1, kind="stable")
+    pick = np.minimum((keys[:, t:] * counts[:, None]).astype(np.int64), counts[:, None] - 1)
+    with_rep = np.take_along_axis(cand_first, pick, axis=1)
+    idx = np.where((counts >= k)[:, None], without, with_rep)
+    return np.sort(idx, axis=1)
+
+
+def all_valid_indices(cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(indices (N, L) of the candidate steps first and in time order, lengths (N,))."""
+    counts = cand.sum(axis=1)
+    order = np.argsort(~cand, axis=1, kind="stable")
+    return order[:, : max(int(counts.max(initial=0)), 1)], counts
+
+
+@dataclasses.dataclass
+class Sequences:
+    """Model-ready right-padded sequences for one sensor."""
+
+    values: np.ndarray  # (N, L, C)
+    doy: np.ndarray  # (N, L)
+    mask: np.ndarray | None  # (N, L) bool, valid steps first; None when all steps are valid
+
+
+def gather(c: Candidates, idx: np.ndarray, lengths: np.ndarray | None) -> Sequences:
+    values = np.take_along_axis(c.values, idx[:, :, None], axis=1)
+    doy = np.take_along_axis(c.doy, idx, axis=1)
+    mask = None
+    if lengths is not None and (lengths < idx.shape[1]).any():
+        mask = np.arange(idx.shape[1])[None, :] < lengths[:, None]
+    return Sequences(values=values, doy=doy, mask=mask)
+
+
+def select(c: Candidates, scheme: Scheme, seed: int, stream: int, pixel_ids: np.ndarray,
+           steps: int = V1_STEPS) -> tuple[np.ndarray, np.ndarray | None]:
+    """Step indices and lengths (None = all `steps` long) for a scheme."""
+    if scheme == "v1":
+        return draw_v1(c.candidate, steps, seed, stream, pixel_ids), None
+    if scheme == "all":
+        return all_valid_indices(c.candidate)
+    raise ValueError(f"unknown sampling scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+
+
+def buckets(lengths: np.ndarray, tokens_per_batch: int) -> Iterator[tuple[np.ndarray, int]]:
+    """Group pixel indices into batches of similar length.
+
+    Pixels are sorted by length; each batch holds at most `tokens_per_batch` padded tokens (at
+    least one pixel) and is padded to its own longest sequence. Yields (pixel indices, length).
+    """
+    order = np.argsort(lengths, kind="stable")
+    sorted_len = np.maximum(lengths[order], 1)
+    i, n = 0, len(order)
+    while i < n:
+        # sorted ascending: the batch's last pixel is its longest, so shrink until it fits
+        j = min(n, i + max(1, tokens_per_batch // int(sorted_len[i])))
+        while j - i > 1 and (j - i) * int(sorted_len[j - 1]) > tokens_per_batch:
+            j = i + max(1, tokens_per_batch // int(sorted_len[j - 1]))
+        yield order[i:j], int(sorted_len[j - 1])
+        i = j
