@@ -256,7 +256,8 @@ class Tile:
         """The d-pixels of rows [r0, r1), all columns, row-major."""
         def pixel_major(a: np.ndarray) -> np.ndarray:
             a = np.asarray(a[:, r0:r1])  # (T, h, W, ...) read from the memory map
-            return np.moveaxis(a, 0, 2).reshape(-1, a.shape[0], *a.shape[3:])
+            n = a.shape[1] * a.shape[2]
+            return np.moveaxis(a, 0, 2).reshape(n, a.shape[0], *a.shape[3:])
 
         return DPixelBatch.from_shared_dates(
             s2=pixel_major(self.bands), s2_valid=pixel_major(self.masks).astype(bool),

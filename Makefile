@@ -1,0 +1,25 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+BIN := .venv/bin
+
+.PHONY: install demo test test-slow bench clean
+
+install: .venv/.installed
+
+.venv/.installed: pyproject.toml scripts/install.sh
+	bash scripts/install.sh
+	touch $@
+
+demo: install
+	$(BIN)/tessera demo demo_out
+
+test: install
+	$(BIN)/python -m pytest -q -n 2
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+bench: install
+	$(BIN)/python bench/infer.py
+
+clean:
+	rm -rf .venv demo_out .pytest_cache

@@ -1,0 +1,174 @@
+"""The `tessera` command line (typer + rich).
+
+Bad input ends the command with a one-line `error: ...` on stderr and a non-zero exit code,
+never a traceback; `TESSERA_DEBUG=1` shows the traceback for bug reports.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="TESSERA: pixel-wise Sentinel-1/2 embeddings - simulate, embed, inspect.")
+console = Console(stderr=True)
+
+#: Exceptions that mean "bad input", reported in one line.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError,
+               OSError)
+
+
+def fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn bad-input exceptions into a one-line message and exit code 2."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except USER_ERRORS as exc:
+            if os.environ.get("TESSERA_DEBUG"):
+                raise
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            fail(msg)
+    return wrapper
+
+
+def warn_random_init(meta: dict) -> None:
+    from tessera.infer import RANDOM_INIT_WARNING
+    if meta.get("random_init"):
+        console.print(f"[bold yellow]warning:[/] {RANDOM_INIT_WARNING} "
+                      f"(preset {meta.get('preset')}, init seed {meta.get('init_seed')})")
+
+
+@app.command()
+@user_errors
+def embed(
+    tile_dir: Path = typer.Argument(..., help="Tile folder in the published layout."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output folder."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint: ours (.safetensors + .json) "
+                                              "or the published layout (.pt/.pth)."),
+    preset: Optional[str] = typer.Option(None, help="Model preset (tiny, small, v1) when no "
+                                         "checkpoint is given."),
+    name: Optional[str] = typer.Option(None, help="Output name (default: the tile folder's)."),
+    geotiff: bool = typer.Option(False, "--geotiff", help="Also write a GeoTIFF."),
+    geotiff_dtype: str = typer.Option("float32", help="GeoTIFF encoding: float32 or int8 "
+                                      "(int8 bands + a _scales.tif)."),
+    batch_size: int = typer.Option(1024, help="Pixels per forward pass (at 40 steps)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
+    sampling: str = typer.Option("all", help="all (deterministic, every valid observation) or "
+                                 "v1 (published 40 + 40 seeded draws)."),
+    seed: int = typer.Option(0, help="Seed of the v1 draws (and of a random init)."),
+    bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast on GPU."),
+    year: Optional[int] = typer.Option(None, help="Year recorded in the GeoTIFF tags."),
+    keep_partial: bool = typer.Option(False, "--keep-partial", help="Keep the scale of pixels "
+                                      "that lack only one sensor (default: NaN = no data)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Embed a tile folder to int8 embeddings + per-pixel scales (and optionally a GeoTIFF)."""
+    from tessera.infer import Embedder, embed_tile, resolve_model
+
+    if geotiff_dtype not in ("float32", "int8"):
+        fail(f"--geotiff-dtype {geotiff_dtype!r}: expected float32 or int8")
+    model, meta = resolve_model(checkpoint, preset, seed=seed)
+    warn_random_init(meta)
+    embedder = Embedder(model, device=device, batch_size=batch_size, sampling=sampling,
+                        seed=seed, bf16=bf16)
+    out = embed_tile(embedder, tile_dir, output, name, geotiff=geotiff_dtype if geotiff else None,
+                     year=year, keep_partial=keep_partial, progress=progress, meta=meta)
+    console.print(f"wrote {out.embeddings} (int8), {out.scales.name}, {out.flags.name}"
+                  + "".join(f", {p.name}" for p in out.geotiffs))
+    console.print(f"{out.n_pixels} pixels, {out.n_flagged} flagged (no valid S2 or S1 "
+                  "observation), model preset "
+                  f"{meta.get('preset')}{' (RANDOM INIT)' if meta.get('random_init') else ''}")
+
+
+@app.command()
+@user_errors
+def simulate(
+    out_dir: Path = typer.Argument(..., help="Tile folder to write."),
+    size: int = typer.Option(256, help="Tile height and width in pixels."),
+    seed: int = typer.Option(0),
+    year: int = typer.Option(2022),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
+) -> None:
+    """Write a SIMULATED tile folder (synthetic fields, clouds, S1) in the published layout."""
+    from tessera.simulate import SimConfig, simulate_tile
+
+    if size < 1:
+        fail(f"--size {size}: expected a positive number of pixels")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        fail(f"{out_dir}: exists and is not empty (use --overwrite)")
+    path = simulate_tile(out_dir, SimConfig(height=size, width=size, seed=seed, year=year))
+    console.print(f"wrote SIMULATED tile {path} ({size} x {size} px, seed {seed}, year {year})")
+
+
+@app.command()
+@user_errors
+def demo(
+    out_dir: Path = typer.Argument(Path("demo_out"), help="Folder for the demo outputs."),
+    size: int = typer.Option(128, help="Simulated tile size in pixels."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Simulate a tile, embed it, and write a PCA false-colour PNG (the README's demo)."""
+    from tessera.demo import run_demo
+
+    run_demo(out_dir, size=size, seed=seed, log=lambda m: console.print(m, highlight=False))
+
+
+@app.command()
+def info() -> None:
+    """Version, model presets and compute devices."""
+    import torch
+    from rich.table import Table
+
+    from tessera import __version__
+    from tessera.infer import shipped_checkpoint
+    from tessera.model import PRESETS, TesseraModel
+
+    out = Console()
+    out.print(f"tessera-eo {__version__}  (torch {torch.__version__}, "
+              f"{torch.get_num_threads()} CPU threads)")
+    shipped = shipped_checkpoint()
+    out.print(f"shipped weights: {shipped if shipped else 'none (random init until trained)'}")
+    table = Table(title="presets")
+    for col in ("preset", "d_model", "layers", "heads", "ffn", "parameters (no projector)"):
+        table.add_column(col)
+    with torch.device("meta"):
+        for name, cfg in PRESETS.items():
+            n = TesseraModel(cfg).num_parameters()
+            table.add_row(name, str(cfg.d_model), str(cfg.n_layers), str(cfg.n_heads),
+                          str(cfg.ffn_dim), f"{n / 1e6:.2f} M")
+    out.print(table)
+    devices = ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})"
+                         for i in range(torch.cuda.device_count())]
+    out.print("devices: " + ", ".join(devices))
+
+
+def _register_optional() -> None:
+    """Commands living in their own modules."""
+    from tessera import cli_points
+    cli_points.register(app)
+
+
+def main() -> None:
+    try:
+        _register_optional()
+    except ImportError as exc:  # pragma: no cover - a broken install
+        console.print(f"[yellow]warning:[/] some commands unavailable ({exc})")
+    app(prog_name="tessera")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

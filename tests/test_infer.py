@@ -1,0 +1,129 @@
+import numpy as np
+import pytest
+import rasterio
+
+from fixtures import make_tile_arrays
+from tessera.dpixel import Tile, write_tile
+from tessera.infer import (FLAG_NO_S1, FLAG_NO_S2, FLAG_OUTSIDE_ROI, Embedder, embed_tile,
+                           resolve_model)
+from tessera.quantize import dequantize
+
+
+def test_pixel_alone_equals_pixel_in_padded_batch(tile_dir, tiny_model):
+    tile = Tile.open(tile_dir)
+    batch = tile.read_rows(0, 16)  # 192 pixels of many different valid counts
+    counts = batch.s2_valid.sum(1)
+    assert len(set(counts.tolist())) > 5  # so the buckets really pad
+    emb = Embedder(tiny_model, device="cpu", batch_size=8).embed(batch).embeddings
+    for i in (0, int(np.argmin(counts)), int(np.argmax(counts))):
+        alone = Embedder(tiny_model, device="cpu").embed(batch.take([i])).embeddings
+        assert np.abs(alone[0] - emb[i]).max() < 1e-5
+
+
+def test_deterministic_and_seeded(tile_dir, tiny_model):
+    batch = Tile.open(tile_dir).read_rows(0, 4)
+    e = Embedder(tiny_model, device="cpu")
+    assert np.array_equal(e.embed(batch).embeddings, e.embed(batch).embeddings)
+    v1 = Embedder(tiny_model, device="cpu", sampling="v1", seed=1)
+    a = v1.embed(batch).embeddings
+    assert np.array_equal(a, v1.embed(batch).embeddings)
+    b = Embedder(tiny_model, device="cpu", sampling="v1", seed=2).embed(batch).embeddings
+    assert not np.array_equal(a, b)
+
+
+def test_embedder_rejects_bad_options(tiny_model):
+    with pytest.raises(ValueError, match="sampling 'x'"):
+        Embedder(tiny_model, sampling="x")
+    with pytest.raises(ValueError, match="batch_size 0"):
+        Embedder(tiny_model, batch_size=0)
+
+
+def test_embed_tile_outputs_flags_and_chunk_independence(tmp_path, tiny_model):
+    arrays = make_tile_arrays()
+    arrays["masks"][:, 2, 3] = 0  # no valid S2
+    arrays["sar_ascending"][:, 5, 5] = 0
+    arrays["sar_descending"][:, 5, 5] = 0  # no valid S1
+    arrays["roi"][0, :4] = 0  # outside the ROI
+    tile_dir = write_tile(tmp_path / "tile", **arrays)
+    e = Embedder(tiny_model, device="cpu")
+    small = embed_tile(e, tile_dir, tmp_path / "a", chunk_pixels=30, progress=False)
+    big = embed_tile(e, tile_dir, tmp_path / "b", chunk_pixels=100000, progress=False)
+    q, s, f = (np.load(p) for p in (small.embeddings, small.scales, small.flags))
+    assert q.shape == (16, 12, 128) and q.dtype == np.int8 and s.dtype == np.float32
+    assert f[2, 3] == FLAG_NO_S2 and f[5, 5] == FLAG_NO_S1 and f[0, 0] == FLAG_OUTSIDE_ROI
+    assert np.isnan(s[2, 3]) and np.isnan(s[5, 5]) and np.isnan(s[0, 0]) and (q[0, 0] == 0).all()
+    assert np.isfinite(s[1:, 4:][f[1:, 4:] == 0]).all()
+    assert small.n_flagged == 2
+    e_small = dequantize(q, s)
+    e_big = dequantize(np.load(big.embeddings), np.load(big.scales))
+    ok = np.isfinite(s)
+    assert np.nanmax(np.abs(e_small[ok] - e_big[ok])) < 2e-2 * np.nanmax(np.abs(e_big))
+    # keep_partial keeps pixels that lack only one sensor
+    kp = embed_tile(e, tile_dir, tmp_path / "c", keep_partial=True, progress=False)
+    s_kp = np.load(kp.scales)
+    assert np.isfinite(s_kp[2, 3]) and np.isfinite(s_kp[5, 5]) and np.isnan(s_kp[0, 0])
+
+
+def test_embed_tile_matches_embedder(tile_dir, tiny_model, tmp_path):
+    e = Embedder(tiny_model, device="cpu")
+    out = embed_tile(e, tile_dir, tmp_path / "o", name="x", progress=False)
+    direct = e.embed(Tile.open(tile_dir).read_rows(0, 16)).embeddings.reshape(16, 12, 128)
+    got = dequantize(np.load(out.embeddings), np.load(out.scales))
+    cos = (got * direct).sum(-1) / np.linalg.norm(got, axis=-1) / np.linalg.norm(direct, axis=-1)
+    assert cos.min() > 0.9999
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_geotiff_output(tile_dir, tiny_model, tmp_path, dtype):
+    e = Embedder(tiny_model, device="cpu")
+    out = embed_tile(e, tile_dir, tmp_path / "o", name="x", geotiff=dtype, year=2022,
+                     progress=False, meta={"preset": "tiny"})
+    tile = Tile.open(tile_dir)
+    q, s = np.load(out.embeddings), np.load(out.scales)
+    with rasterio.open(out.geotiffs[0]) as src:
+        assert src.count == 128 and src.dtypes[0] == dtype
+        assert src.crs == tile.crs and src.transform == tile.transform
+        assert src.descriptions[0] == "A000" and src.descriptions[127] == "A127"
+        tags = src.tags()
+        assert tags["year"] == "2022" and tags["preset"] == "tiny" and tags["model"] == "TESSERA"
+        data = src.read()
+    if dtype == "float32":
+        np.testing.assert_allclose(np.moveaxis(data, 0, -1), dequantize(q, s), rtol=1e-6)
+    else:
+        assert np.array_equal(np.moveaxis(data, 0, -1), q)
+        with rasterio.open(out.geotiffs[1]) as src:
+            assert src.count == 1 and src.descriptions[0] == "scale"
+            np.testing.assert_array_equal(src.read(1), s)
+
+
+def test_interrupted_embedding_leaves_nothing_half_written(tile_dir, tiny_model, tmp_path,
+                                                           monkeypatch):
+    e = Embedder(tiny_model, device="cpu")
+    out = embed_tile(e, tile_dir, tmp_path / "o", name="x", progress=False)
+    before = out.embeddings.read_bytes()
+    calls = {"n": 0}
+    real = Embedder.embed
+
+    def failing(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Embedder, "embed", failing)
+    e2 = Embedder(tiny_model, device="cpu", sampling="v1")
+    with pytest.raises(RuntimeError):
+        embed_tile(e2, tile_dir, tmp_path / "o", name="x", chunk_pixels=24, progress=False)
+    assert out.embeddings.read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["x.npy", "x_flags.npy",
+                                                                   "x_scales.npy"]
+
+
+def test_resolve_model_random_init_is_seeded_and_says_so():
+    m1, meta = resolve_model(preset="tiny", seed=3)
+    m2, _ = resolve_model(preset="tiny", seed=3)
+    assert meta["random_init"] is True and meta["preset"] == "tiny"
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        assert np.array_equal(a.detach().numpy(), b.detach().numpy())
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        resolve_model(preset="huge")
