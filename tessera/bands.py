@@ -57,29 +57,38 @@ def scl_valid(scl: np.ndarray) -> np.ndarray:
     return np.isin(scl, sorted(SCL_VALID))
 
 
-def s1_db_to_int16(db: np.ndarray) -> np.ndarray:
-    """Encode backscatter in dB as the TESSERA int16 code; NaN (no data) becomes 0."""
-    db = np.asarray(db, dtype=np.float64)
+def s1_code(x20: np.ndarray) -> np.ndarray:
+    """The published int16 code of a value in the published unit u = 20*log10(power):
+    clip(round((u + 50) * 200), 0, 32767); NaN (no data) becomes 0."""
+    u = np.asarray(x20, dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        v = np.clip(np.round((db + 50.0) * 200.0), 0, 32767)
-    return np.where(np.isfinite(db), v, 0).astype(np.int16)
+        v = np.clip(np.round((u + 50.0) * 200.0), 0, 32767)
+    return np.where(np.isfinite(u), v, 0).astype(np.int16)
 
 
 def s1_linear_to_int16(x: np.ndarray) -> np.ndarray:
-    """Encode linear backscatter power: clip((20*log10(x) + 50) * 200, 0, 32767); x <= 0 -> 0.
+    """Encode linear backscatter power exactly as published: clip((20*log10(x) + 50) * 200,
+    0, 32767) for x > 0, 0 (no data) otherwise.
 
-    The published rule applies 20*log10 to the RTC value, so that is kept here verbatim.
+    Note the 20*log10 of a *power*: the code's unit is twice the usual dB. The v1 means decode to
+    -22.6 / -35.0 in that unit, i.e. VV -11.3 dB and VH -17.5 dB, typical land backscatter.
     """
     x = np.asarray(x, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        db = np.where(x > 0, 20.0 * np.log10(np.where(x > 0, x, 1.0)), np.nan)
-    return s1_db_to_int16(db)
+        u = np.where(x > 0, 20.0 * np.log10(np.where(x > 0, x, 1.0)), np.nan)
+    return s1_code(u)
+
+
+def s1_db_to_int16(db: np.ndarray) -> np.ndarray:
+    """Encode standard backscatter dB (10*log10 power, as GEE, SNAP and WorldCereal give it):
+    the same code as `s1_linear_to_int16(10 ** (db / 10))`. NaN (no data) becomes 0."""
+    return s1_code(2.0 * np.asarray(db, dtype=np.float64))
 
 
 def s1_int16_to_db(v: np.ndarray) -> np.ndarray:
-    """Decode the int16 code to dB (float32); 0 (no data) becomes NaN."""
+    """Decode the int16 code to standard dB (float32); 0 (no data) becomes NaN."""
     v = np.asarray(v)
-    db = v.astype(np.float32) / 200.0 - 50.0
+    db = (v.astype(np.float32) / 200.0 - 50.0) / 2.0
     return np.where(v == 0, np.float32(np.nan), db).astype(np.float32)
 
 

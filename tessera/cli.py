@@ -79,12 +79,15 @@ def embed(
     """Embed a tile folder to int8 embeddings + per-pixel scales (and optionally a GeoTIFF)."""
     from tessera.infer import Embedder, embed_tile, resolve_model
 
+    from tessera.dpixel import Tile
+
     if geotiff_dtype not in ("float32", "int8"):
         fail(f"--geotiff-dtype {geotiff_dtype!r}: expected float32 or int8")
+    Tile.open(tile_dir)  # bad input is reported before any model work
     model, meta = resolve_model(checkpoint, preset, seed=seed)
-    warn_random_init(meta)
     embedder = Embedder(model, device=device, batch_size=batch_size, sampling=sampling,
                         seed=seed, bf16=bf16)
+    warn_random_init(meta)
     out = embed_tile(embedder, tile_dir, output, name, geotiff=geotiff_dtype if geotiff else None,
                      year=year, keep_partial=keep_partial, progress=progress, meta=meta)
     console.print(f"wrote {out.embeddings} (int8), {out.scales.name}, {out.flags.name}"
@@ -156,17 +159,16 @@ def info() -> None:
     out.print("devices: " + ", ".join(devices))
 
 
-def _register_optional() -> None:
-    """Commands living in their own modules."""
+def _register_commands() -> None:
+    """Commands that live in their own modules."""
     from tessera import cli_points
     cli_points.register(app)
 
 
+_register_commands()
+
+
 def main() -> None:
-    try:
-        _register_optional()
-    except ImportError as exc:  # pragma: no cover - a broken install
-        console.print(f"[yellow]warning:[/] some commands unavailable ({exc})")
     app(prog_name="tessera")
 
 

@@ -35,7 +35,7 @@ Sentinel-1 (`sar_ascending`, `sar_descending`)
     moisture (bare soil) and wind (water, about -24 dB VV when calm), with a static per-field
     roughness and per-orbit look-direction offsets (strong for urban), multiplicative gamma
     speckle (``SimConfig.enl`` looks), occasional swath edges; encoded with
-    `bands.s1_db_to_int16`. Each orbit has its own regular revisit (about 12 days), its own
+    `bands.s1_db_to_int16` (standard dB; the published code's unit is twice that, see bands). Each orbit has its own regular revisit (about 12 days), its own
     offset and a few missing acquisitions.
 
 Everything is a function of ``SimConfig.seed``: the static scene and each date draw from their
@@ -56,14 +56,18 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tessera.bands import S2_BANDS, SCL_NAMES, s1_db_to_int16, scl_valid
+from tessera.bands import S2_BANDS, SCL_NAMES, s1_db_to_int16, s1_int16_to_db, scl_valid
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
-    "CLASSES", "CLASS_IDS", "CROP_CLASSES", "PHENOLOGY", "Phenology", "SimConfig",
+    "CLASSES", "CLASS_IDS", "CROP_CLASSES", "DEFAULT_CLASS_WEIGHTS", "PHENOLOGY", "Phenology",
+    "SimConfig", "TABLE_COLUMNS",
     "cover_fractions", "peak_doy", "simulate_arrays", "simulate_table", "simulate_tile",
     "tile_geometry",
 ]
@@ -120,16 +124,16 @@ class Phenology:
 
 
 PHENOLOGY: dict[str, Phenology] = {
-    "winter_wheat": Phenology(winter=0.25, gmax=0.92, sos=88, eos=182, r_up=9, r_down=7, dry=0.75,
+    "winter_wheat": Phenology(winter=0.25, gmax=0.95, sos=88, eos=182, r_up=9, r_down=7, dry=0.75,
                               harvest=210, autumn=295, autumn_cover=0.22),
-    "winter_barley": Phenology(winter=0.28, gmax=0.88, sos=78, eos=168, r_up=8, r_down=6, dry=0.7,
+    "winter_barley": Phenology(winter=0.28, gmax=0.93, sos=78, eos=168, r_up=8, r_down=6, dry=0.7,
                                harvest=192, autumn=285, autumn_cover=0.25),
-    "maize": Phenology(winter=0.0, gmax=0.93, sos=160, eos=255, r_up=7, r_down=8, dry=0.7,
+    "maize": Phenology(winter=0.0, gmax=0.96, sos=160, eos=255, r_up=7, r_down=8, dry=0.7,
                        harvest=285),
-    "rapeseed": Phenology(winter=0.35, gmax=0.9, sos=72, eos=170, r_up=8, r_down=6, dry=0.7,
+    "rapeseed": Phenology(winter=0.35, gmax=0.93, sos=72, eos=170, r_up=8, r_down=6, dry=0.7,
                           harvest=200, autumn=248, autumn_cover=0.45, flower=118,
                           flower_cover=0.45),
-    "sugar_beet": Phenology(winter=0.0, gmax=0.96, sos=145, eos=285, r_up=9, r_down=10, dry=0.2,
+    "sugar_beet": Phenology(winter=0.0, gmax=0.97, sos=145, eos=285, r_up=9, r_down=10, dry=0.2,
                             harvest=295),
     "grassland": Phenology(winter=0.5, gmax=0.88, sos=90, eos=300, r_up=10, r_down=12,
                            annual=False, dry=0.05, mowing=(145.0, 195.0, 250.0)),
@@ -142,7 +146,7 @@ PHENOLOGY: dict[str, Phenology] = {
 
 # --- spectra (reflectance x 10 000, model band order B04 B02 B03 B08 B8A B05 B06 B07 B11 B12) --
 _SPECTRA: dict[str, list[float]] = {
-    "green": [300, 250, 620, 4500, 4650, 1050, 3050, 4050, 2000, 900],
+    "green": [220, 210, 580, 4500, 4650, 1050, 3050, 4050, 2000, 900],
     "dry": [1550, 950, 1250, 2800, 3000, 1950, 2450, 2750, 3600, 2600],
     "flower": [1500, 620, 1750, 4200, 4300, 2300, 3300, 3900, 2400, 1400],
     "soil": [1750, 1080, 1380, 2350, 2550, 1980, 2150, 2280, 3150, 2550],
@@ -153,6 +157,7 @@ _SPECTRA: dict[str, list[float]] = {
     "snow": [8500, 9000, 8800, 7800, 7600, 8500, 8200, 8000, 900, 650],
     "shadow_gain": [0.35, 0.5, 0.42, 0.3, 0.3, 0.34, 0.31, 0.3, 0.26, 0.26],
 }
+_SPEC32: dict[str, np.ndarray] = {k: np.array(v, dtype=np.float32) for k, v in _SPECTRA.items()}
 #: Green-vegetation spectrum per class where it differs from "green".
 _GREEN_BY_CLASS: dict[str, list[float]] = {
     "maize": [280, 230, 560, 4300, 4450, 980, 2950, 3900, 1950, 880],
@@ -175,7 +180,8 @@ _S1: dict[str, tuple[tuple[float, float], tuple[float, float], tuple[float, floa
     "urban": ((-2.0, -10.0), (0.0, 0.0), (0.0, 0.0), 0.0),
 }
 _I20 = [S2_BANDS.index(b) for b in ("B8A", "B05", "B06", "B07", "B11", "B12")]
-_IB04, _IB08 = S2_BANDS.index("B04"), S2_BANDS.index("B08")
+_I10 = [S2_BANDS.index(b) for b in ("B04", "B02", "B03", "B08")]
+_IB02, _IB04, _IB08 = S2_BANDS.index("B02"), S2_BANDS.index("B04"), S2_BANDS.index("B08")
 _N_CLASS_IDS = max(CLASSES) + 1
 
 # Independent random streams: default_rng([seed, stream, index]).
@@ -193,35 +199,35 @@ class SimConfig:
     (a ``roi_border`` pixel frame outside) or "random" (smooth blobs, ``roi_outside_fraction``).
     """
 
-    height: int = 512
+    height: int = 512  # pixels
     width: int = 512
-    size: int | None = None
-    year: int = 2022
+    size: int | None = None  # shortcut: height = width = size
+    year: int = 2022  # calendar year of the dates (leap years have 366 days)
     seed: int = 0
-    n_s2_dates: int = 70
-    n_s1_asc: int = 30
-    n_s1_desc: int = 30
-    cloud_fraction: float = 0.4
-    cloud_seasonality: float = 0.35
-    cloud_scale: float = 250.0
-    snow_probability: float = 0.15
-    cirrus_probability: float = 0.15
-    nodata_probability: float = 0.05
-    crs: str = "EPSG:32631"
-    origin: tuple[float, float] = (500000.0, 5500000.0)
-    resolution: float = 10.0
-    field_size: int = 40
-    class_weights: dict[str, float] | None = None
-    river: bool = True
-    lake_fraction: float = 0.01
-    roi: str = "all"
-    roi_border: int = 16
-    roi_outside_fraction: float = 0.25
-    s2_noise: float = 0.02
-    resample_20m: bool = True
-    enl: float = 4.4
-    write_scl: bool = True
-    write_labels_tiff: bool = True
+    n_s2_dates: int = 70  # S2 acquisitions in the year (about every 5 days)
+    n_s1_asc: int = 30  # S1 ascending acquisitions (about every 12 days)
+    n_s1_desc: int = 30  # S1 descending acquisitions (own offset)
+    cloud_fraction: float = 0.4  # mean share of S2 observations in SCL 8/9
+    cloud_seasonality: float = 0.35  # relative winter excess of cloud cover
+    cloud_scale: float = 250.0  # cloud correlation length, pixels
+    snow_probability: float = 0.15  # chance of snow on a winter date (doy <= 60 or >= 335)
+    cirrus_probability: float = 0.15  # chance of thin cirrus (SCL 10, valid) on a date
+    nodata_probability: float = 0.05  # chance of a swath edge (no data) on a date, per sensor
+    crs: str = "EPSG:32631"  # UTM zone 31 N
+    origin: tuple[float, float] = (500000.0, 5500000.0)  # upper-left corner (x, y), metres
+    resolution: float = 10.0  # metres per pixel
+    field_size: int = 40  # typical parcel side, pixels
+    class_weights: dict[str, float] | None = None  # area share per class name (no "water")
+    river: bool = True  # draw a meandering river
+    lake_fraction: float = 0.01  # area share of lakes
+    roi: str = "all"  # "all", "border" or "random"
+    roi_border: int = 16  # outside frame width for roi="border"
+    roi_outside_fraction: float = 0.25  # outside share for roi="random"
+    s2_noise: float = 0.02  # relative per-pixel S2 noise (plus 12 absolute)
+    resample_20m: bool = True  # 20 m bands constant over 2 x 2 pixel blocks
+    enl: float = 4.4  # equivalent number of looks of the S1 speckle
+    write_scl: bool = True  # simulate_tile: also write scl.npy
+    write_labels_tiff: bool = True  # simulate_tile: also write labels.tiff
 
     def __post_init__(self) -> None:
         if self.size is not None:
@@ -238,7 +244,7 @@ class SimConfig:
         if self.roi not in ("all", "border", "random"):
             raise ValueError(f"SimConfig.roi: {self.roi!r}, expected 'all', 'border' or 'random'")
         weights = self.class_weights or DEFAULT_CLASS_WEIGHTS
-        unknown = sorted(set(weights) - set(CLASS_IDS) - {"water"})
+        unknown = sorted(set(weights) - set(CLASS_IDS))
         if unknown:
             raise ValueError(f"SimConfig.class_weights: unknown classes {unknown}; "
                              f"known: {', '.join(CLASS_IDS)}")
@@ -256,10 +262,10 @@ class SimConfig:
 
 def tile_geometry(config: SimConfig) -> tuple[str, Any]:
     """The tile's CRS string and north-up affine transform (upper-left origin, square pixels)."""
-    from rasterio.transform import from_origin
+    from affine import Affine
 
     x0, y0 = config.origin
-    return config.crs, from_origin(x0, y0, config.resolution, config.resolution)
+    return config.crs, Affine(config.resolution, 0.0, x0, 0.0, -config.resolution, y0)
 
 
 # --- phenology --------------------------------------------------------------------------------
@@ -300,7 +306,7 @@ def _field_params(names: list[str], rng: np.random.Generator | None) -> dict[str
             p[k] = p[k] + shift + rng.normal(0.0, 4.0, n).astype(f32)
         p["harvest"] = np.maximum(p["harvest"], p["eos"] + 10)
         p["mowing"] = p["mowing"] + rng.normal(0.0, 8.0, (n, 3)).astype(f32)
-        scale = rng.uniform(0.88, 1.05, n).astype(f32)
+        scale = rng.uniform(0.92, 1.04, n).astype(f32)
         p["gmax"] = np.minimum(p["gmax"] * scale, 0.97)
         p["winter"] = p["winter"] * rng.uniform(0.7, 1.3, n).astype(f32)
         p["r_up"] = p["r_up"] * rng.uniform(0.85, 1.15, n).astype(f32)
@@ -364,14 +370,19 @@ class _Fields:
         self._f2 = fy * fy + fx * fx
         self._filters: dict[tuple[float, float], np.ndarray] = {}
 
-    def __call__(self, rng: np.random.Generator, scale: float, beta: float = 3.0) -> np.ndarray:
-        """A field with power spectrum (f^2 + 1/scale^2)^(-beta/2); `scale` in pixels."""
+    def filter(self, scale: float, beta: float) -> np.ndarray:
+        """Spectral amplitudes (f^2 + 1/scale^2)^(-beta/4), zero at f = 0 (cached)."""
         key = (float(scale), float(beta))
         amp = self._filters.get(key)
         if amp is None:
             amp = (self._f2 + np.float32(1.0 / max(scale, 1.0)) ** 2) ** np.float32(-beta / 4)
             amp[0, 0] = 0.0
             self._filters[key] = amp = amp.astype(np.float32)
+        return amp
+
+    def __call__(self, rng: np.random.Generator, scale: float, beta: float = 3.0) -> np.ndarray:
+        """A field with power spectrum (f^2 + 1/scale^2)^(-beta/2); `scale` in pixels."""
+        amp = self.filter(scale, beta)
         coef = np.empty(amp.shape, dtype=np.complex64)
         coef.real = rng.standard_normal(amp.shape, dtype=np.float32)
         coef.imag = rng.standard_normal(amp.shape, dtype=np.float32)
@@ -488,8 +499,8 @@ class _Scene:
     # flat per-pixel statics (N = H * W)
     fid: np.ndarray
     texture: np.ndarray  # (N,) multiplies green cover
-    base: np.ndarray  # (N, 10) background spectrum (soil / water / urban)
-    veg: np.ndarray  # (N, 10) green-vegetation spectrum
+    base: np.ndarray  # (10, N) background spectrum (soil / water / urban), band-major
+    veg: np.ndarray  # (10, N) green-vegetation spectrum, band-major
     moist: np.ndarray  # (N,) darkening of the background per unit soil moisture
     water: np.ndarray  # (N,) bool
     unclassified: np.ndarray  # (N,) bool, SCL 7 when clear
@@ -533,10 +544,11 @@ def _build_scene(config: SimConfig) -> _Scene:
 
     # parcels with warped borders
     rect = _parcels(rng, h, w, max(int(config.field_size), 4))
-    amp = max(1.0, 0.12 * config.field_size)
+    amp = max(1.0, 0.1 * config.field_size)
     rows, cols = np.mgrid[0:h, 0:w]
-    wr = np.clip(rows + np.rint(amp * noise(rng, config.field_size, 2.5)).astype(int), 0, h - 1)
-    wc = np.clip(cols + np.rint(amp * noise(rng, config.field_size, 2.5)).astype(int), 0, w - 1)
+    warp_scale = 1.5 * config.field_size
+    wr = np.clip(rows + np.rint(amp * noise(rng, warp_scale, 4.5)).astype(int), 0, h - 1)
+    wc = np.clip(cols + np.rint(amp * noise(rng, warp_scale, 4.5)).astype(int), 0, w - 1)
     fields = rect[wr, wc]
     _, fields = np.unique(fields, return_inverse=True)
     fields = fields.reshape(h, w).astype(np.int32)
@@ -545,17 +557,18 @@ def _build_scene(config: SimConfig) -> _Scene:
 
     # classes: forest on a smooth field, a compact village, the rest at random by area share
     weights = dict(config.class_weights or DEFAULT_CLASS_WEIGHTS)
-    weights.pop("water", None)
+    weights.pop("water", None)  # water comes from the river and lakes
     total = sum(weights.values()) or 1.0
     share = {k: v / total for k, v in weights.items() if v > 0}
     cls = np.array([""] * n_fields, dtype=object)
 
     def claim(order: np.ndarray, target: float, name: str) -> None:
+        """Give fields, in `order`, to class `name` while at least half of each fits."""
         got = 0.0
         for i in order:
             if got >= target * n:
                 break
-            if cls[i] == "":
+            if cls[i] == "" and got + area[i] / 2 <= target * n:
                 cls[i] = name
                 got += area[i]
 
@@ -589,12 +602,11 @@ def _build_scene(config: SimConfig) -> _Scene:
                   * np.sin(2 * np.pi * along / rng.uniform(0.6, 1.5) / max(span_along, 1)
                            + rng.uniform(0, 2 * np.pi))
                   + 3 * np.sin(2 * np.pi * along / rng.uniform(40, 90) + rng.uniform(0, 6.3)))
-        width = rng.uniform(2.0, 4.0)
+        width = rng.uniform(3.0, 6.0)
         water |= np.abs(across - centre) < width
     if config.lake_fraction > 0:
-        lake = noise(rng, 30, 3.0)
+        lake = noise(rng, max(h, w) / 3, 4.5)
         water |= lake > np.quantile(lake, 1 - config.lake_fraction)
-    rng_after_water = rng  # keep one stream
     if water.any():
         fields = np.where(water, n_fields, fields).astype(np.int32)
         cls = np.append(cls, "water")
@@ -602,7 +614,7 @@ def _build_scene(config: SimConfig) -> _Scene:
     field_class = [str(c) for c in cls]
     labels = np.array([CLASS_IDS[c] for c in field_class], dtype=np.uint8)[fields]
 
-    pheno = _field_params(field_class, rng_after_water)
+    pheno = _field_params(field_class, rng)
     fid = fields.ravel()
     cls_pix = labels.ravel()
     is_cls = {name: cls_pix == cid for name, cid in CLASS_IDS.items()}
@@ -611,7 +623,7 @@ def _build_scene(config: SimConfig) -> _Scene:
     texture = 1.0 + 0.07 * noise(rng, 6, 2.0).ravel() + 0.03 * rng.standard_normal(n, dtype=f32)
     soil_gain = rng.uniform(0.8, 1.2, n_fields).astype(f32)[fid] \
         * (1 + 0.05 * noise(rng, 10, 2.0).ravel())
-    spec = {k: np.array(v, dtype=f32) for k, v in _SPECTRA.items()}
+    spec = _SPEC32
     base = np.empty((n, 10), dtype=f32)
     np.multiply(spec["soil"][None, :], soil_gain[:, None], out=base)
     base[is_cls["forest"]] *= 0.6
@@ -655,7 +667,8 @@ def _build_scene(config: SimConfig) -> _Scene:
         roi = (blob <= np.quantile(blob, config.roi_outside_fraction)).astype(np.uint8) ^ 1
 
     return _Scene(labels=labels, fields=fields, field_class=field_class, pheno=pheno, roi=roi,
-                  fid=fid, texture=texture.astype(f32), base=base, veg=veg.astype(f32),
+                  fid=fid, texture=texture.astype(f32), base=np.ascontiguousarray(base.T),
+                  veg=np.ascontiguousarray(veg.T, dtype=f32),
                   moist=moist, water=is_cls["water"], unclassified=unclassified,
                   snow_gain=snow_gain, s1_base=s1_base,  # type: ignore[arg-type]
                   s1_green=tab[1][cls_pix], s1_dry=tab[2][cls_pix],
@@ -670,114 +683,151 @@ def _pixel_cover(scene: _Scene, doy: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return g, df[scene.fid], ff[scene.fid]
 
 
+def _upsample2(a: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Nearest-neighbour 2 x 2 upsampling of (h2, w2) to (h, w)."""
+    return np.repeat(np.repeat(a, 2, axis=0), 2, axis=1)[:h, :w]
+
+
 def _render_s2(scene: _Scene, config: SimConfig, noise: _Fields, t: int, doy: int,
                cover: float, moisture: float, lat: float, out: np.ndarray,
-               scl_out: np.ndarray) -> None:
-    """Write date `t` into out (H, W, 10) uint16 and scl_out (H, W) uint8."""
+               scl_out: np.ndarray, mask_out: np.ndarray) -> None:
+    """Write date `t` into out (H, W, 10) uint16, scl_out and mask_out (H, W) uint8.
+
+    Works band-major, (10, N) float32, so that every operation runs on one contiguous band.
+    """
     rng = _rng(config.seed, _S2, t)
     h, w = config.height, config.width
     n = h * w
     f32 = np.float32
-    spec = {k: np.array(v, dtype=f32) for k, v in _SPECTRA.items()}
+    spec = _SPEC32
+    sigma = f32(config.s2_noise)
 
-    # surface
+    # surface: background, green, dry and flower cover, atmosphere
     g, d, fl = _pixel_cover(scene, doy)
     s = 1.0 - g - d - fl
     np.clip(s, 0.0, 1.0, out=s)
     s *= 1.0 - scene.moist * f32(moisture)
-    refl = scene.base * s[:, None]
-    refl += scene.veg * g[:, None]
-    refl += np.multiply.outer(d, spec["dry"])
-    if fl.any():
-        refl += np.multiply.outer(fl, spec["flower"])
     atm = (1.0 + rng.normal(0, 0.02, 10)).astype(f32)
-    refl *= atm
-    refl[:, S2_BANDS.index("B02")] += f32(rng.uniform(0, 120))  # haze
+    refl = np.empty((10, n), dtype=f32)
+    tmp = np.empty(n, dtype=f32)
+    has_flowers = bool(fl.any())
+    for b in range(10):
+        r = refl[b]
+        np.multiply(scene.base[b], s, out=r)
+        np.multiply(scene.veg[b], g, out=tmp)
+        r += tmp
+        np.multiply(d, spec["dry"][b], out=tmp)
+        r += tmp
+        if has_flowers:
+            np.multiply(fl, spec["flower"][b], out=tmp)
+            r += tmp
+        r *= atm[b]
+    refl[_IB02] += f32(rng.uniform(0, 120))  # haze
 
-    b4, b8 = refl[:, _IB04], refl[:, _IB08]
+    b4, b8 = refl[_IB04], refl[_IB08]
     ndvi = (b8 - b4) / (b8 + b4 + 1.0)
     scl = np.where(ndvi > 0.4, 4, 5).astype(np.uint8)
     scl[scene.water] = 6
     scl[scene.unclassified] = 7
 
-    # sensor noise, 20 m bands on a 2 x 2 block grid
-    eps = rng.standard_normal((n, 10), dtype=f32)
-    eps *= refl * f32(config.s2_noise) + 12.0
-    refl += eps
-    del eps
-    if config.resample_20m and h >= 2 and w >= 2:
-        img = refl.reshape(h, w, 10)
+    # sensor noise; 20 m bands averaged over 2 x 2 blocks, their noise drawn per block
+    img = refl.reshape(10, h, w)
+    resample = config.resample_20m and h >= 2 and w >= 2
+    ten_m = _I10 if resample else list(range(10))
+    eps = rng.standard_normal((len(ten_m), n), dtype=f32)
+    for i, b in enumerate(ten_m):
+        np.multiply(refl[b], sigma, out=tmp)
+        tmp += 12.0
+        tmp *= eps[i]
+        refl[b] += tmp
+    if resample:
         h2, w2 = h // 2 * 2, w // 2 * 2
-        blk = img[:h2, :w2, _I20].reshape(h2 // 2, 2, w2 // 2, 2, len(_I20)).mean(axis=(1, 3))
-        img[:h2, :w2, _I20] = np.repeat(np.repeat(blk, 2, axis=0), 2, axis=1)
+        eps20 = rng.standard_normal((len(_I20), (h + 1) // 2, (w + 1) // 2), dtype=f32)
+        for i, b in enumerate(_I20):
+            v = img[b, :h2, :w2]
+            blk = v[0::2, 0::2] + v[1::2, 0::2]
+            blk += v[0::2, 1::2]
+            blk += v[1::2, 1::2]
+            blk *= 0.25
+            for dr in (0, 1):
+                for dc in (0, 1):
+                    v[dr::2, dc::2] = blk
+            e = _upsample2(eps20[i], h, w)
+            img[b] += e * (img[b] * sigma + 12.0)
 
     # snow (valid, winter only)
     if (doy <= 60 or doy >= 335) and rng.random() < config.snow_probability:
         sf = noise(rng, max(h, w), 3.0).ravel()
         snowy = sf > np.quantile(sf, 1 - rng.uniform(0.2, 1.0))
-        a = (scene.snow_gain * snowy)[:, None]
-        refl += a * (spec["snow"] - refl)
+        idx = np.flatnonzero(snowy & (scene.snow_gain > 0))
+        a = scene.snow_gain[idx]
+        for b in range(10):
+            r = refl[b]
+            r[idx] += a * (spec["snow"][b] - r[idx])
         scl[snowy & (scene.snow_gain > 0.5)] = 11
 
     # thin cirrus (valid)
     if rng.random() < config.cirrus_probability:
         cf = noise(rng, config.cloud_scale, 2.5).ravel()
-        thin = np.clip((cf - np.quantile(cf, 1 - rng.uniform(0.2, 0.7))) / 1.0, 0, 1)
-        refl += np.multiply.outer(thin * f32(rng.uniform(0.4, 1.0)), spec["cirrus"])
-        scl[(thin > 0.15) & (scl != 11)] = 10
+        thin = np.clip(cf - np.quantile(cf, 1 - rng.uniform(0.2, 0.7)), 0, 1)
+        thin *= f32(rng.uniform(0.4, 1.0))
+        for b in range(10):
+            refl[b] += thin * spec["cirrus"][b]
+        scl[(thin > 0.1) & (scl != 11)] = 10
 
-    # clouds, shadows and dark rims
+    # clouds, shadows (the cloud field shifted away from the sun) and dark rims
     if cover > 0:
         field = noise(rng, config.cloud_scale, 3.2)
         flat = field.ravel()
-        k = min(n - 1, max(0, int(round((1 - cover) * n))))
-        thr = np.partition(flat, k)[k] if cover < 1 else -np.inf
-        cloud = flat >= thr if cover < 1 else np.ones(n, bool)
-        if cover < 1 and k == 0:
-            cloud[:] = True
+        if cover >= 1:
+            thr = -np.inf
+        else:
+            k = min(n - 1, max(0, int(round((1 - cover) * n))))
+            thr = float(np.partition(flat, k)[k])
         dr, dc = _sun_offset(lat, doy, rng.uniform(800, 3000), config.resolution)
         moved = np.roll(field, (dr, dc), axis=(0, 1)).ravel()
-        shadow = (moved >= thr + 0.35) & ~cloud  # thick cloud parts cast visible shadows
-        dark = (moved >= thr + 0.27) & ~cloud & ~shadow
-        haze = (flat >= thr - 0.15) & ~cloud
+        cloud = flat >= thr
+        shadow = np.flatnonzero((moved >= thr + 0.5) & ~cloud)  # thick parts cast shadows
+        dark = np.flatnonzero((moved >= thr + 0.42) & (moved < thr + 0.5) & ~cloud)
+        haze = np.flatnonzero((flat >= thr - 0.1) & ~cloud)  # undetected cloud edges
+        cl = np.flatnonzero(cloud)
         gain = spec["shadow_gain"] * f32(rng.uniform(0.85, 1.15))
-        refl[shadow] *= gain
-        refl[dark] *= np.sqrt(gain)
+        bright = f32(rng.uniform(0.8, 1.25))
+        depth = (flat[cl] - thr) if cover < 1 else np.full(cl.size, 3.0, f32)
+        alpha = np.clip(depth, 0, 1).astype(f32)
+        a_cloud = 0.55 + 0.45 * alpha
+        shade = 0.9 + 0.2 * alpha
+        a_haze = (0.08 * (1 - (thr - flat[haze]) / 0.1)).astype(f32)
+        for b in range(10):
+            r = refl[b]
+            r[shadow] *= gain[b]
+            r[dark] *= np.sqrt(gain[b])
+            target = spec["cloud"][b] * bright
+            r[haze] += a_haze * (target - r[haze])
+            r[cl] += a_cloud * (target * shade - r[cl])
         scl[dark] = 2
         scl[shadow] = 3
-        bright = f32(rng.uniform(0.8, 1.25))
-        cloud_spec = spec["cloud"] * bright
-        if haze.any():
-            a = (0.15 * (1 - (thr - flat[haze]) / 0.15)).astype(f32)[:, None]
-            refl[haze] += a * (cloud_spec - refl[haze])
-        idx = np.flatnonzero(cloud)
-        if idx.size:
-            depth = flat[idx] - thr if cover < 1 else np.full(idx.size, 3.0, f32)
-            alpha = np.clip(depth / 1.0, 0, 1).astype(f32)
-            a = (0.55 + 0.45 * alpha)[:, None]
-            refl[idx] += a * (cloud_spec * (0.9 + 0.2 * alpha[:, None]) - refl[idx])
-            scl[idx] = np.where(alpha >= 0.5, 9, 8)
-            if bright > 1.2:
-                sat = idx[depth > 2.2]
-                refl[np.ix_(sat, [0, 1, 2])] = 65535
-                scl[sat] = 1
+        scl[cl] = np.where(alpha >= 0.5, 9, 8)
+        if bright > 1.22:  # rare saturated cores of bright clouds
+            sat = cl[depth > 2.6]
+            refl[:3, sat] = 65535
+            scl[sat] = 1
 
     np.clip(refl, 1.0, 65535.0, out=refl)
     refl += 0.5
-    flat_out = out.reshape(n, 10)
-    flat_out[...] = refl
-    scl_flat = scl_out.reshape(n)
-    scl_flat[...] = scl
+    out[...] = img.transpose(1, 2, 0)
+    scl_out[...] = scl.reshape(h, w)
 
     # swath edge: no data
     if rng.random() < config.nodata_probability:
-        edge = _swath_edge(rng, h, w).ravel()
-        flat_out[edge] = 0
-        scl_flat[edge] = 0
+        edge = _swath_edge(rng, h, w)
+        out[edge] = 0
+        scl_out[edge] = 0
+    mask_out[...] = scl_valid(scl_out)
 
 
-def _render_s1(scene: _Scene, config: SimConfig, noise: _Fields, orbit: int, stream: int,
-               t: int, doy: int, moisture: float, out: np.ndarray) -> None:
+def _render_s1(scene: _Scene, config: SimConfig, orbit: int, stream: int, t: int, doy: int,
+               moisture: float, out: np.ndarray) -> None:
     """Write one S1 date into out (H, W, 2) int16 [VV, VH] code."""
     rng = _rng(config.seed, stream, t)
     h, w = config.height, config.width
@@ -794,14 +844,15 @@ def _render_s1(scene: _Scene, config: SimConfig, noise: _Fields, orbit: int, str
     speckle *= np.float32(1.0 / enl)
     np.maximum(speckle, np.float32(1e-6), out=speckle)
     db += 10.0 * np.log10(speckle)
-    np.maximum(db, np.float32(-49.9), out=db)
+    # no floor: like real data, values under -25 dB reach the code's clip at 0 (SPEC 1)
     if rng.random() < config.nodata_probability:
         db[_swath_edge(rng, h, w).ravel()] = np.nan
     out.reshape(n, 2)[...] = s1_db_to_int16(db)
 
 
 # --- public API -------------------------------------------------------------------------------
-def simulate_arrays(config: SimConfig | None = None) -> dict[str, np.ndarray]:
+def simulate_arrays(config: SimConfig | None = None, workers: int | None = None
+                    ) -> dict[str, np.ndarray]:
     """Simulate one tile in memory.
 
     Returns the `write_tile` arrays (``bands`` (T2, H, W, 10) uint16, ``masks`` (T2, H, W)
@@ -809,7 +860,8 @@ def simulate_arrays(config: SimConfig | None = None) -> dict[str, np.ndarray]:
     ``sar_descending``, ``sar_descending_doy``, ``roi`` (H, W) uint8) plus ``scl``
     (T2, H, W) uint8, ``labels`` (H, W) uint8 (see `CLASSES`) and ``fields`` (H, W) int32
     (parcel ids, e.g. for spatial hold-out). All of it is SIMULATED. The CRS and transform
-    are `tile_geometry(config)`.
+    are `tile_geometry(config)`. Dates are rendered by `workers` threads (default: up to 4
+    CPUs); the result does not depend on it.
     """
     config = config or SimConfig()
     h, w = config.height, config.width
@@ -829,25 +881,36 @@ def simulate_arrays(config: SimConfig | None = None) -> dict[str, np.ndarray]:
 
     bands = np.empty((len(s2_doys), h, w, 10), dtype=np.uint16)
     scl = np.empty((len(s2_doys), h, w), dtype=np.uint8)
+    masks = np.empty((len(s2_doys), h, w), dtype=np.uint8)
+    sar = {"ascending": np.empty((len(asc_doys), h, w, 2), dtype=np.int16),
+           "descending": np.empty((len(desc_doys), h, w, 2), dtype=np.int16)}
+    jobs: list[Any] = []
     for t, doy in enumerate(s2_doys):
-        _render_s2(scene, config, noise, t, int(doy), float(covers[t]),
-                   float(moisture[doy - 1]), lat, bands[t], scl[t])
-    out: dict[str, np.ndarray] = {
-        "bands": bands, "masks": scl_valid(scl).astype(np.uint8), "scl": scl,
-        "doys": s2_doys.astype(np.int16),
-    }
+        jobs.append((_render_s2, scene, config, noise, t, int(doy), float(covers[t]),
+                     float(moisture[doy - 1]), lat, bands[t], scl[t], masks[t]))
     for orbit, (name, doys, stream) in enumerate((("ascending", asc_doys, _S1_ASC),
                                                   ("descending", desc_doys, _S1_DESC))):
-        sar = np.empty((len(doys), h, w, 2), dtype=np.int16)
         for t, doy in enumerate(doys):
-            _render_s1(scene, config, noise, orbit, stream, t, int(doy),
-                       float(moisture[doy - 1]), sar[t])
-        out[f"sar_{name}"] = sar
-        out[f"sar_{name}_doy"] = doys.astype(np.int16)
-    out["roi"] = scene.roi
-    out["labels"] = scene.labels
-    out["fields"] = scene.fields
-    return out
+            jobs.append((_render_s1, scene, config, orbit, stream, t, int(doy),
+                         float(moisture[doy - 1]), sar[name][t]))
+    for key in {(config.cloud_scale, 3.2), (config.cloud_scale, 2.5), (max(h, w), 3.0)}:
+        noise.filter(*key)  # fill the cache before threads share it
+    workers = workers or min(4, os.cpu_count() or 1)
+    if workers > 1 and len(jobs) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for f in [pool.submit(job[0], *job[1:]) for job in jobs]:
+                f.result()
+    else:
+        for job in jobs:
+            job[0](*job[1:])
+    return {
+        "bands": bands, "masks": masks, "scl": scl, "doys": s2_doys.astype(np.int16),
+        "sar_ascending": sar["ascending"], "sar_ascending_doy": asc_doys.astype(np.int16),
+        "sar_descending": sar["descending"], "sar_descending_doy": desc_doys.astype(np.int16),
+        "roi": scene.roi, "labels": scene.labels, "fields": scene.fields,
+    }
 
 
 def _sidecar(config: SimConfig) -> dict[str, Any]:
@@ -864,7 +927,8 @@ def _sidecar(config: SimConfig) -> dict[str, Any]:
     }
 
 
-def simulate_tile(out_dir: str | os.PathLike, config: SimConfig | None = None) -> Path:
+def simulate_tile(out_dir: str | os.PathLike, config: SimConfig | None = None,
+                  workers: int | None = None) -> Path:
     """Simulate a tile and write it atomically as a tile folder at `out_dir`.
 
     Besides the published layout it holds ``labels.npy`` (and ``labels.tiff`` when
@@ -875,7 +939,7 @@ def simulate_tile(out_dir: str | os.PathLike, config: SimConfig | None = None) -
     from tessera.dpixel import replace_dir, write_tile
 
     config = config or SimConfig()
-    arrays = simulate_arrays(config)
+    arrays = simulate_arrays(config, workers=workers)
     crs, transform = tile_geometry(config)
     final = Path(out_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -919,7 +983,7 @@ TABLE_COLUMNS: tuple[str, ...] = (
 )
 
 
-def simulate_table(n_samples: int, config: SimConfig | None = None) -> "pd.DataFrame":  # noqa: F821
+def simulate_table(n_samples: int, config: SimConfig | None = None) -> pd.DataFrame:
     """A long-form point table of SIMULATED observations of `n_samples` random ROI pixels.
 
     The scene of `config` (default: a 128 x 128 tile, seed 0) is simulated with
@@ -976,7 +1040,6 @@ def simulate_table(n_samples: int, config: SimConfig | None = None) -> "pd.DataF
     d2["VV"] = d2["VH"] = np.full(t.size, np.nan, f32)
     parts.append(pd.DataFrame(d2))
     # S1 rows
-    from tessera.bands import s1_int16_to_db
     for orbit in ("ascending", "descending"):
         sar = arrays[f"sar_{orbit}"][:, rows, cols, :]  # (T, n, 2)
         t, s = np.nonzero((sar[..., 0] != 0) | (sar[..., 1] != 0))

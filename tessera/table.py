@@ -20,8 +20,8 @@ offset; WorldCereal uses -83). Values equal to a `nodata` value, or NaN, are mis
 On S1 units: "dB" here is the usual 10 log10(linear power) that GEE, SNAP, openEO and the
 WorldCereal extractions give. The published TESSERA code applies 20 log10 to the linear RTC
 power (SPEC 1, kept verbatim in `bands.s1_linear_to_int16`), so its int16 code holds twice the
-standard dB value: a standard dB value d is encoded as `bands.s1_db_to_int16(2 * d)`, exactly
-what the linear-power path gives for 10 ** (d / 10). (The S1 means of SPEC 2, 5484 / 3004, decode
+standard dB value; `bands.s1_db_to_int16(d)` encodes a standard dB value d exactly as the
+linear-power path encodes 10 ** (d / 10). (The S1 means of SPEC 2, 5484 / 3004, decode
 to -22.6 / -35.0 in that doubled unit, i.e. -11.3 / -17.5 dB, typical land VV / VH.)
 
 Per row: an S2 observation exists if any S2 band has a value; it is valid if every band has one
@@ -271,7 +271,8 @@ def _resolve_columns(df: pd.DataFrame, opts: TableOptions) -> tuple[dict[str, st
     s1_re = _pattern_regex(opts.s1_pattern, s1_key) if opts.s1_pattern else None
     for col in columns:
         if col in renamed:
-            claim(renamed[col], col, f"rename {col}={renamed[col]}")
+            if renamed[col] in model_bands or renamed[col] in AUX_COLUMNS:
+                claim(renamed[col], col, f"rename {col}={renamed[col]}")
             continue
         if col in (opts.id_column, opts.date_column):
             continue
@@ -280,6 +281,9 @@ def _resolve_columns(df: pd.DataFrame, opts: TableOptions) -> tuple[dict[str, st
             if m is None:
                 continue
             canon = _canonical_band(m.group(1))
+            if (kind == "s2" and canon in S1_POLS + UNUSED_S1_POLS) or (
+                    kind == "s1" and canon in S2_BANDS + UNUSED_S2_BANDS):
+                continue  # e.g. "{band}_mean" and "{pol}_mean": the other pattern's column
             if kind == "s2":
                 if canon in S2_BANDS:
                     claim(canon, col, f"s2_pattern {opts.s2_pattern!r}")
@@ -305,9 +309,6 @@ def _resolve_columns(df: pd.DataFrame, opts: TableOptions) -> tuple[dict[str, st
             elif col in AUX_COLUMNS or col.lower() == "scl":
                 claim("SCL" if col.lower() == "scl" else col, col, "column name")
 
-    for target in ("SCL", "valid", "orbit"):
-        if target in aux:
-            continue
     id_col = next((c for c, t in renamed.items() if t == opts.id_column), opts.id_column)
     if id_col not in columns:
         raise TableError(f"no id column {opts.id_column!r}; the table has "
@@ -346,7 +347,7 @@ def _numeric(df: pd.DataFrame, column: str, nodata: tuple[float, ...], ids: np.n
     s = df[column]
     if s.dtype == bool or str(s.dtype) == "boolean":
         raise TableError(f"column {column!r}: boolean values; expected numbers")
-    vals = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    vals = np.array(pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))
     bad = np.isnan(vals) & s.notna().to_numpy()
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -400,23 +401,27 @@ def _s2_codes(raw: np.ndarray, opts: TableOptions) -> np.ndarray:
 
 def _s1_codes(raw: np.ndarray, opts: TableOptions) -> np.ndarray:
     """TESSERA int16 code (0 = no data) from the table's S1 encoding; NaN -> 0."""
-    finite = raw[np.isfinite(raw)]
-    med = float(np.median(finite)) if finite.size else 0.0
     enc = opts.s1_encoding
-    hint = None
-    if enc == "db" and (med > 20.0 or med < -80.0):
-        hint = "amplitude DN or the int16 code" if med > 20 else "something other than dB"
-    elif enc == "linear" and (med > 50.0 or med < 0.0):
-        hint = "amplitude DN or the int16 code" if med > 50 else "dB"
-    elif enc == "amplitude" and finite.size and med < 1.0:
-        hint = "dB or linear power"
-    elif enc == "int16" and finite.size and (finite.min() < 0 or finite.max() > 32767):
-        raise TableError(f"S1 values outside 0-32767 (min {finite.min():.4g}, max "
-                         f"{finite.max():.4g}): not the TESSERA int16 code; choose s1_encoding "
-                         "(--s1-encoding) db, linear or amplitude")
-    if hint:
-        raise TableError(f"S1 values look like {hint} (median {med:.4g}), not {enc!r}; "
-                         "choose s1_encoding (--s1-encoding) db, linear, int16 or amplitude")
+    for k, pol in enumerate(S1_POLS):  # catch a wrong encoding before it silently embeds
+        finite = raw[:, k][np.isfinite(raw[:, k])]
+        if not finite.size:
+            continue
+        med = float(np.median(finite))
+        hint = None
+        if enc == "db" and (med > 20.0 or med < -80.0):
+            hint = "amplitude DN or the int16 code" if med > 20 else "something other than dB"
+        elif enc == "linear" and (med > 50.0 or med < 0.0):
+            hint = "amplitude DN or the int16 code" if med > 50 else "dB"
+        elif enc == "amplitude" and med < 1.0:
+            hint = "dB or linear power"
+        elif enc == "int16" and (finite.min() < 0 or finite.max() > 32767):
+            raise TableError(f"S1 {pol} values outside 0-32767 (min {finite.min():.4g}, max "
+                             f"{finite.max():.4g}): not the TESSERA int16 code; choose "
+                             "s1_encoding (--s1-encoding) db, linear or amplitude")
+        if hint:
+            raise TableError(f"S1 values look like {hint} ({pol} median {med:.4g}), not "
+                             f"{enc!r}; choose s1_encoding (--s1-encoding) db, linear, int16 "
+                             "or amplitude")
     if enc == "int16":
         return np.where(np.isfinite(raw), np.rint(raw), 0).astype(np.int16)
     if enc == "linear":
@@ -427,8 +432,7 @@ def _s1_codes(raw: np.ndarray, opts: TableOptions) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             db = np.where(raw > 0, 20.0 * np.log10(np.where(raw > 0, raw, 1.0))
                           + opts.amplitude_offset, np.nan)
-    # standard dB -> the published 20 log10(power) unit (twice the dB value), see module doc
-    return s1_db_to_int16(2.0 * db)
+    return s1_db_to_int16(db)  # standard dB; see the module doc on units
 
 
 def _fill(values: dict[str, np.ndarray], missing: list[str]) -> tuple[dict[str, list[str]], list[str]]:
@@ -545,7 +549,8 @@ def prepare_table(df: pd.DataFrame, options: TableOptions | None = None, **kwarg
     if not isinstance(df, pd.DataFrame):
         raise TableError(f"expected a pandas DataFrame, got {type(df).__name__}")
     bands, aux = _resolve_columns(df, opts)
-    n_rows_in = len(df)
+    if not len(df):
+        raise TableError("the table has no rows")
 
     raw_ids = df[aux["id"]]
     if raw_ids.isna().any():
@@ -619,6 +624,8 @@ def prepare_table(df: pd.DataFrame, options: TableOptions | None = None, **kwarg
         s2_ok &= _parse_valid(df, aux["valid"], ids)
 
     s1_raw = np.stack([values[p] for p in S1_POLS], axis=1)  # [VV, VH]
+    if opts.s1_encoding == "int16":
+        s1_raw[s1_raw == 0] = np.nan  # 0 is the code's no-data value
     s1_has = ~np.isnan(s1_raw).all(axis=1) & keep
     s1 = np.zeros(s1_raw.shape, np.int16)
     if s1_has.any():
@@ -649,13 +656,11 @@ def prepare_table(df: pd.DataFrame, options: TableOptions | None = None, **kwarg
     s1_base = _Stream(sample, doy.astype(np.int16), s1, s1_ok)
     asc = s1_base.take(s1_has & (orbit == 0), sample, key)
     desc = s1_base.take(s1_has & (orbit == 1), sample, key)
-    if len(sample_ids) and not np.asarray(sample_ids).dtype == object:
-        sample_ids = sample_ids.astype(object)
     # restore a numeric dtype for numeric ids
     if raw_ids.dtype.kind in "iu":
         sample_ids = sample_ids.astype(raw_ids.dtype)
-    return PreparedTable(sample_ids=sample_ids, id_column=aux["id"], s2=s2_stream, s1_asc=asc,
-                         s1_desc=desc, n_rows=int(keep.sum()) if opts.year else n_rows_in,
+    return PreparedTable(sample_ids=sample_ids, id_column=opts.id_column, s2=s2_stream,
+                         s1_asc=asc, s1_desc=desc, n_rows=int(keep.sum()),
                          filled=filled, dropped_samples=dropped,
                          columns={**present_cols, **aux})
 
@@ -732,9 +737,10 @@ def _check_duplicates(ids: np.ndarray, dates: np.ndarray, rows: np.ndarray,
     if dup.any():
         j = int(np.flatnonzero(dup)[0])
         i = int(idx[j])
-        first = int(idx[np.flatnonzero(frame.duplicated(keep=False).to_numpy()
-                                       & (frame["id"] == frame["id"].iloc[j]).to_numpy()
-                                       & (frame["date"] == frame["date"].iloc[j]).to_numpy())[0]])
+        same = np.ones(len(frame), bool)
+        for c in frame.columns:
+            same &= (frame[c] == frame[c].iloc[j]).to_numpy()
+        first = int(idx[np.flatnonzero(same)[0]])
         what = f"(sample_id, {aux['date']}{', orbit' if orbit is not None else ''})"
         orbit_txt = "" if orbit is None else f", {('ascending', 'descending')[int(orbit[i])]}"
         raise TableError(f"duplicate {sensor} observation {what}: {_row_ref(i, ids)} repeats "

@@ -22,18 +22,22 @@ def test_scl_classes():
 
 
 def test_s1_encoding_roundtrip_and_edges():
-    db = np.array([-50.0, -25.0, -12.345, 0.0, 5.0, 200.0, np.nan])
+    # the published rule on linear power, verbatim: clip((20*log10(x) + 50) * 200, 0, 32767)
+    x = np.array([1e-3, 0.05, 1.0, 0.0, -1.0])
+    expect = [round((20 * np.log10(v) + 50) * 200) if v > 0 else 0 for v in x]
+    assert bands.s1_linear_to_int16(x).tolist() == [max(0, e) for e in expect]
+    # standard dB (10*log10 power) gives the same code as its linear power
+    db = np.array([-30.0, -25.0, -17.5, -11.3, 0.0, 5.0, 90.0, np.nan])
     code = bands.s1_db_to_int16(db)
     assert code.dtype == np.int16
-    assert code.tolist() == [0, 5000, 7531, 10000, 11000, 32767, 0]
+    np.testing.assert_array_equal(code, bands.s1_linear_to_int16(np.where(np.isnan(db), 0, 10 ** (db / 10))))
+    assert code.tolist() == [0, 0, 3000, 5480, 10000, 12000, 32767, 0]
+    # the v1 means are typical land backscatter in standard dB
+    vv, vh = bands.s1_int16_to_db(np.array([5484, 3004]))
+    assert -12 < vv < -10.5 and -18 < vh < -17
     back = bands.s1_int16_to_db(code)
     assert np.isnan(back[0]) and np.isnan(back[-1])
-    np.testing.assert_allclose(back[1:5], [-25.0, -12.345, 0.0, 5.0], atol=0.0026)
-    # linear power and amplitude DN agree with the dB path
-    x = np.array([0.01, 0.5, 0.0])
-    np.testing.assert_array_equal(bands.s1_linear_to_int16(x),
-                                  bands.s1_db_to_int16(np.where(x > 0, 20 * np.log10(np.where(x > 0, x, 1)), np.nan)))
-    assert bands.s1_linear_to_int16(np.array([0.0, -1.0])).tolist() == [0, 0]
+    np.testing.assert_allclose(back[2:6], [-17.5, -11.3, 0.0, 5.0], atol=0.0013)
     np.testing.assert_allclose(bands.s1_amplitude_dn_to_db(np.array([3625.0])), 20 * np.log10(3625) - 83)
     assert np.isnan(bands.s1_amplitude_dn_to_db(np.array([0.0]))[0])
 

@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tessera.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    out = result.output.strip()
+    assert out.startswith("error:") and "Traceback" not in out
+    assert len(out.splitlines()) <= 3  # one message (rich may wrap a long line)
+    for f in fragments:
+        assert f in " ".join(out.split()), out
+
+
+def test_info():
+    result = run("info")
+    assert result.exit_code == 0
+    for word in ("tessera-eo", "v1", "tiny", "small", "45.83 M", "cpu"):
+        assert word in result.output
+
+
+def test_embed_tile_folder(tile_dir, tmp_path):
+    result = run("embed", tile_dir, "-o", tmp_path / "out", "--preset", "tiny", "--geotiff",
+                 "--no-progress", "--year", "2022")
+    assert result.exit_code == 0, result.output
+    assert "RANDOMLY INITIALISED" in result.output
+    q = np.load(tmp_path / "out" / "tile.npy")
+    assert q.shape == (16, 12, 128) and q.dtype == np.int8
+    assert (tmp_path / "out" / "tile_scales.npy").exists() and (tmp_path / "out" / "tile.tif").exists()
+
+
+def test_embed_bad_inputs(tile_dir, tmp_path):
+    one_line_error(run("embed", tmp_path / "nope", "-o", tmp_path / "o", "--no-progress"),
+                   "nope", "not a tile folder")
+    (tile_dir / "doys.npy").unlink()
+    one_line_error(run("embed", tile_dir, "-o", tmp_path / "o", "--no-progress"),
+                   "missing doys.npy")
+
+
+def test_embed_bad_options(tile_dir, tmp_path):
+    one_line_error(run("embed", tile_dir, "-o", tmp_path / "o", "--preset", "huge"),
+                   "unknown preset 'huge'")
+    one_line_error(run("embed", tile_dir, "-o", tmp_path / "o", "--sampling", "random"),
+                   "sampling 'random'")
+    one_line_error(run("embed", tile_dir, "-o", tmp_path / "o", "--checkpoint",
+                       tmp_path / "none.safetensors"), "none.safetensors", "not found")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    one_line_error(run("embed", tile_dir, "-o", tmp_path / "o", "--checkpoint", bad), "bad.pt")
+    one_line_error(run("embed", tile_dir, "-o", tmp_path / "o", "--geotiff-dtype", "int16"),
+                   "--geotiff-dtype")
+
+
+def test_simulate_then_embed(tmp_path):
+    result = run("simulate", tmp_path / "sim", "--size", "24", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    assert "SIMULATED" in result.output
+    one_line_error(run("simulate", tmp_path / "sim", "--size", "24"), "exists")
+    result = run("embed", tmp_path / "sim", "-o", tmp_path / "emb", "--no-progress", "--geotiff",
+                 "--geotiff-dtype", "int8")
+    assert result.exit_code == 0, result.output
+    assert np.load(tmp_path / "emb" / "sim.npy").shape == (24, 24, 128)
+    assert (tmp_path / "emb" / "sim_scales.tif").exists()
+
+
+def test_demo(tmp_path):
+    result = run("demo", tmp_path / "demo", "--size", "24")
+    assert result.exit_code == 0, result.output
+    assert "SIMULATED" in result.output and "RANDOMLY INITIALISED" in result.output
+    assert (tmp_path / "demo" / "demo_pca.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_simulate_and_embed_512(tmp_path):
+    """The issue's acceptance run: a 512 x 512 simulated tile, int8 + scales + GeoTIFF on CPU."""
+    assert run("simulate", tmp_path / "sim", "--size", "512").exit_code == 0
+    result = run("embed", tmp_path / "sim", "-o", tmp_path / "emb", "--geotiff", "--no-progress")
+    assert result.exit_code == 0, result.output
+    q = np.load(tmp_path / "emb" / "sim.npy", mmap_mode="r")
+    assert q.shape == (512, 512, 128)
+    import rasterio
+    with rasterio.open(tmp_path / "emb" / "sim.tif") as src:
+        assert src.count == 128 and src.width == 512
