@@ -65,7 +65,8 @@ def embed(
     geotiff: bool = typer.Option(False, "--geotiff", help="Also write a GeoTIFF."),
     geotiff_dtype: str = typer.Option("float32", help="GeoTIFF encoding: float32 or int8 "
                                       "(int8 bands + a _scales.tif)."),
-    batch_size: int = typer.Option(1024, help="Pixels per forward pass (at 40 steps)."),
+    batch_size: Optional[int] = typer.Option(None, help="Pixels per forward pass at 40 steps "
+                                             "(default: 64 on CPU, 1024 on GPU)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
     sampling: str = typer.Option("all", help="all (deterministic, every valid observation) or "
                                  "v1 (published 40 + 40 seeded draws)."),

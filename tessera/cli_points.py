@@ -87,7 +87,8 @@ def register(app: typer.Typer) -> None:
         sampling: str = typer.Option("all", help="all (deterministic, every valid observation) "
                                      "or v1 (published 40 + 40 seeded draws)."),
         seed: int = typer.Option(0, help="Seed of the v1 draws."),
-        batch_size: int = typer.Option(1024, help="Samples per forward pass (at 40 steps)."),
+        batch_size: Optional[int] = typer.Option(None, help="Samples per forward pass at 40 "
+                                                 "steps (default: 64 on CPU, 1024 on GPU)."),
         device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
         id_column: str = typer.Option("sample_id", help="Sample id column."),
         date_column: Optional[str] = typer.Option(None, help="Date column (default: date, "

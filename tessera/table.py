@@ -762,7 +762,7 @@ def embedding_columns(latent: int) -> list[str]:
 
 def embed_table(df: pd.DataFrame | str | os.PathLike, *, checkpoint: str | os.PathLike | None = None,
                 preset: str | None = None, options: TableOptions | None = None,
-                sampling: str = "all", seed: int = 0, batch_size: int = 1024,
+                sampling: str = "all", seed: int = 0, batch_size: int | None = None,
                 device: str = "auto", int8: bool = False, chunk_samples: int = 8192,
                 model: Any = None, **option_kwargs: Any) -> pd.DataFrame:
     """Embed every sample of a long point table; one output row per sample, sorted by id.

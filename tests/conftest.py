@@ -3,6 +3,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import os
+
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -31,3 +33,11 @@ def tiny_model():
     from tessera.infer import resolve_model
     model, _ = resolve_model(preset="tiny", seed=0)
     return model
+
+
+def pytest_configure(config):
+    # Under pytest-xdist every worker is its own process: one torch thread each, so workers do
+    # not oversubscribe the cores.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+        torch.set_num_threads(1)

@@ -138,7 +138,9 @@ def test_published_import_v1_sizes_and_wrappers(tmp_path):
     inputs = random_inputs(b=2, t2=12, t1=9)
     with torch.inference_mode():
         ours = model(*inputs)
-    assert (ours - ref_forward(sd, *inputs)).abs().max().item() < 1e-4
+    ref = ref_forward(sd, *inputs)
+    # v1 sizes with these weights give outputs of magnitude ~20: float32 noise is ~1e-4 absolute
+    assert (ours - ref).abs().max().item() < 1e-5 * max(1.0, ref.abs().max().item())
     # the generic loader detects the layout by its keys
     model2, meta = load_checkpoint(path)
     assert meta["source"] == "published"

@@ -124,29 +124,27 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[TesseraModel, dict[str, Any]]:
     """Load any checkpoint a user may pass: ours (safetensors + JSON) or the published layout
-    (detected by its keys). Returns the model in eval mode and its metadata."""
+    (detected by its keys, in any file `read_state_dict` reads). Returns the model in eval mode
+    and its metadata."""
     p = Path(path)
-    st_path, _ = checkpoint_paths(p)
-    if p.suffix not in (".safetensors", ".json", "") or not st_path.exists():
-        if not p.exists():
-            raise FileNotFoundError(f"{p}: checkpoint not found")
-        state = read_state_dict(p)
-        if is_published_layout(unwrap(state)):
-            model = load_published(state)
-            return model, {"preset": None, "source": "published", "path": str(p),
-                           "model": model.config.to_dict()}
-        raise CheckpointConfigError(f"{p}: not a tessera checkpoint (.safetensors + .json) nor "
-                                    "the published layout")
-    if not st_path.exists():
-        raise FileNotFoundError(f"{st_path}: checkpoint not found")
-    state = read_state_dict(st_path)
-    if is_published_layout(unwrap(state)):
+    ours = p.suffix in (".safetensors", ".json", "")
+    weights = checkpoint_paths(p)[0] if ours else p
+    if not weights.exists():
+        if ours and p.exists():  # e.g. a .pt file without suffix
+            weights = p
+        else:
+            raise FileNotFoundError(f"{weights}: checkpoint not found")
+    state = unwrap(read_state_dict(weights))
+    if is_published_layout(state):
         model = load_published(state)
-        return model, {"preset": None, "source": "published", "path": str(st_path),
+        return model, {"preset": None, "source": "published", "path": str(weights),
                        "model": model.config.to_dict()}
-    meta = read_meta(st_path)
-    cfg = validate_meta(meta, str(checkpoint_paths(st_path)[1]))
+    if weights.suffix != ".safetensors":
+        raise CheckpointConfigError(f"{weights}: neither a tessera checkpoint (.safetensors + "
+                                    ".json) nor the published layout")
+    meta = read_meta(weights)
+    cfg = validate_meta(meta, str(checkpoint_paths(weights)[1]))
     model = TesseraModel(cfg)
-    fit_state_dict(model, unwrap(state), str(st_path))
-    meta["path"] = str(st_path)
+    fit_state_dict(model, state, str(weights))
+    meta["path"] = str(weights)
     return model.eval(), meta

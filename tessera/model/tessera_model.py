@@ -13,8 +13,11 @@ the pooling softmax excludes padded steps.
 from __future__ import annotations
 
 import math
+import os
+import weakref
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tessera.bands import NORM_EPS, S1_MEAN, S1_STD, S2_MEAN, S2_STD
@@ -28,6 +31,93 @@ def doy_encoding(doy: torch.Tensor, d_model: int) -> torch.Tensor:
     angle = doy.to(torch.float32).unsqueeze(-1) * div
     pe = torch.stack((torch.sin(angle), torch.cos(angle)), dim=-1)  # (..., d/2, 2)
     return pe.flatten(-2)
+
+
+# --- CPU inference through oneDNN -------------------------------------------------------------
+# On CPU, float32 inference spends ~95 % of its time in matrix products. oneDNN's linear with
+# weights pre-packed into its blocked layout (torch.ops.mkldnn._linear_pointwise) ran them
+# 10-30 % faster than the MKL sgemm behind nn.Linear on the machine measured (AMD Zen 4), and
+# fuses the bias, ReLU and residual additions. Same float32 arithmetic (differences ~1e-6).
+# Set TESSERA_ONEDNN=0 to disable.
+
+#: module -> {name: (weak reference to the source weight, its version, packed weight)}; weak,
+#: so deepcopy, pickling and state dicts never see the packed tensors.
+_PACKED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_ONEDNN: bool | None = None
+
+
+def _onednn_available() -> bool:
+    global _ONEDNN
+    if _ONEDNN is None:
+        _ONEDNN = False
+        if os.environ.get("TESSERA_ONEDNN", "1") != "0" and torch.backends.mkldnn.is_available():
+            try:  # a build may lack the ops, or a CPU oneDNN does not support
+                with torch.no_grad():
+                    w = torch.ops.mkldnn._reorder_linear_weight(torch.ones(3, 2))
+                    y = torch.ops.mkldnn._linear_pointwise(torch.ones(4, 2), w, None, "none",
+                                                           [], "")
+                _ONEDNN = bool(torch.allclose(y, torch.full((4, 3), 2.0)))
+            except (AttributeError, RuntimeError):
+                pass
+    return _ONEDNN
+
+
+def _autocast_on() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
+def _use_onednn(x: torch.Tensor, module: nn.Module) -> bool:
+    """Eager float32 CPU inference without autograd or autocast."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not module.training
+            and not torch.is_grad_enabled() and not torch.jit.is_scripting()
+            and not torch.compiler.is_compiling() and not _autocast_on()
+            and _onednn_available())
+
+
+def _linear(owner: nn.Module, name: str, weight: torch.Tensor, bias: torch.Tensor | None,
+            x: torch.Tensor, act: str = "none", add: torch.Tensor | None = None
+            ) -> torch.Tensor:
+    """x @ weight.T + bias (then ReLU when act == "relu", or + add) through oneDNN, with the
+    packed weight cached per owner module until the weight is replaced, moved or changed in
+    place."""
+    cache = _PACKED.setdefault(owner, {})
+    try:
+        version = weight._version
+    except RuntimeError:  # an inference tensor (model built under inference_mode): no version
+        version = None
+    hit = cache.get(name)
+    if hit is None or hit[0]() is not weight or hit[1] != version:
+        hit = cache[name] = (weakref.ref(weight), version,
+                             torch.ops.mkldnn._reorder_linear_weight(weight.detach()))
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    if add is None:
+        y = torch.ops.mkldnn._linear_pointwise(x2, hit[2], bias, act, [], "")
+    else:
+        y = torch.ops.mkldnn._linear_pointwise.binary(x2, add.reshape(-1, weight.shape[0]),
+                                                      hit[2], bias, "add")
+    return y.reshape(*lead, weight.shape[0])
+
+
+def _encoder_layer_onednn(owner: nn.Module, i: int, layer: nn.TransformerEncoderLayer,
+                          x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    """nn.TransformerEncoderLayer (post-norm, ReLU, eval) as packed linears + SDPA."""
+    b, t, d = x.shape
+    sa = layer.self_attn
+    heads = sa.num_heads
+    qkv = _linear(owner, f"{i}.qkv", sa.in_proj_weight, sa.in_proj_bias, x)
+    q, k, v = qkv.view(b, t, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
+    a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    a = a.transpose(1, 2).reshape(b, t, d)
+    n1, n2 = layer.norm1, layer.norm2
+    x = F.layer_norm(_linear(owner, f"{i}.out", sa.out_proj.weight, sa.out_proj.bias, a, add=x),
+                     (d,), n1.weight, n1.bias, n1.eps)
+    f = _linear(owner, f"{i}.l1", layer.linear1.weight, layer.linear1.bias, x, act="relu")
+    return F.layer_norm(_linear(owner, f"{i}.l2", layer.linear2.weight, layer.linear2.bias, f,
+                                add=x), (d,), n2.weight, n2.bias, n2.eps)
 
 
 class AttentionPool(nn.Module):
@@ -65,9 +155,17 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor, doy: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.embedding(x) + doy_encoding(doy, self.d_model).to(x.dtype)
         pad = None if mask is None else ~mask
-        h = self.transformer_encoder(h, src_key_padding_mask=pad)
+        if _use_onednn(x, self):
+            e0, e2 = self.embedding[0], self.embedding[2]
+            h = _linear(self, "e0", e0.weight, e0.bias, x, act="relu")
+            h = _linear(self, "e2", e2.weight, e2.bias, h, add=doy_encoding(doy, self.d_model))
+            attn_mask = None if mask is None else mask[:, None, None, :]
+            for i, layer in enumerate(self.transformer_encoder.layers):
+                h = _encoder_layer_onednn(self, i, layer, h, attn_mask)
+        else:
+            h = self.embedding(x) + doy_encoding(doy, self.d_model).to(x.dtype)
+            h = self.transformer_encoder(h, src_key_padding_mask=pad)
         if mask is not None:
             # Padded outputs are excluded from the pooling; zero them so they cannot leak NaN.
             h = h.masked_fill(pad.unsqueeze(-1), 0.0)
