@@ -6,43 +6,17 @@ never a traceback; `TESSERA_DEBUG=1` shows the traceback for bug reports.
 
 from __future__ import annotations
 
-import functools
-import os
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 
+from tessera.cli_errors import console, fail, user_errors
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="TESSERA: pixel-wise Sentinel-1/2 embeddings - simulate, embed, inspect.")
-console = Console(stderr=True)
-
-#: Exceptions that mean "bad input", reported in one line.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError,
-               OSError)
-
-
-def fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def user_errors(fn: Callable) -> Callable:
-    """Turn bad-input exceptions into a one-line message and exit code 2."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except USER_ERRORS as exc:
-            if os.environ.get("TESSERA_DEBUG"):
-                raise
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            fail(msg)
-    return wrapper
 
 
 def warn_random_init(meta: dict) -> None:

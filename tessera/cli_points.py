@@ -15,14 +15,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-_err = Console(stderr=True, soft_wrap=True, highlight=False)
+from tessera.cli_errors import console as _err
+from tessera.cli_errors import fail
+
 _out = Console(soft_wrap=True, highlight=False)
-
-
-def _error(message: str) -> None:
-    text = " ".join(str(message).split()) or "failed"
-    _err.print(f"[bold red]error:[/] {escape(text)}", markup=True)
-    raise typer.Exit(code=2)
 
 
 def _parse_nodata(values: Optional[List[str]]) -> tuple[float, ...]:
@@ -115,8 +111,7 @@ def register(app: typer.Typer) -> None:
             _print_warnings(caught)
             if os.environ.get("TESSERA_DEBUG"):
                 raise
-            _error(str(exc) or type(exc).__name__)
-            return
+            fail(str(exc) or type(exc).__name__)
         _print_warnings(caught)
         flagged = summary.flagged_samples
         _out.print(f"[bold]embed-points[/]: {summary.samples} samples from {summary.rows} rows "

@@ -267,6 +267,20 @@ class Tile:
         )
 
 
+def release_pages(*arrays: np.ndarray) -> None:
+    """Drop the resident pages of memory-mapped arrays (flushing writable ones first), so that
+    streaming through a large file keeps the resident memory flat. Plain arrays are ignored."""
+    import mmap
+
+    for a in arrays:
+        m = getattr(a, "_mmap", None)
+        if m is None or not hasattr(m, "madvise"):
+            continue
+        if a.flags.writeable:
+            m.flush()
+        m.madvise(mmap.MADV_DONTNEED)
+
+
 def read_roi(path: Path) -> tuple[np.ndarray, Any, Any]:
     """Read roi.tiff: (mask uint8 (H, W), CRS, affine transform)."""
     import rasterio

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from tessera import __version__
-from tessera.dpixel import DPixelBatch, Tile
+from tessera.dpixel import DPixelBatch, Tile, release_pages
 from tessera.model import TesseraModel, get_preset, load_checkpoint
 from tessera.quantize import dequantize, quantize
 from tessera.sampling import (SCHEMES, V1_STEPS, Candidates, Scheme, buckets, gather,
@@ -240,6 +240,8 @@ def embed_tile(embedder: Embedder, tile_dir: str | os.PathLike, out_dir: str | o
                 q_out[r0:r1] = q.reshape(r1 - r0, w, latent)
                 s_out[r0:r1] = s.reshape(r1 - r0, w)
                 f_out[r0:r1] = flags.reshape(r1 - r0, w)
+                release_pages(q_out, s_out, f_out, tile.bands, tile.masks, tile.sar_ascending,
+                              tile.sar_descending)
         for arr in (q_out, s_out, f_out):
             arr.flush()
         del q_out, s_out, f_out

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from tessera import __version__
 from tessera.bands import NORMALISATION_V1, S1_POLS, S2_BANDS
