@@ -240,8 +240,7 @@ def embed_tile(embedder: Embedder, tile_dir: str | os.PathLike, out_dir: str | o
                 q_out[r0:r1] = q.reshape(r1 - r0, w, latent)
                 s_out[r0:r1] = s.reshape(r1 - r0, w)
                 f_out[r0:r1] = flags.reshape(r1 - r0, w)
-                release_pages(q_out, s_out, f_out, tile.bands, tile.masks, tile.sar_ascending,
-                              tile.sar_descending)
+                release_pages(q_out, s_out, f_out)  # written pages go to disk, not RSS
         for arr in (q_out, s_out, f_out):
             arr.flush()
         del q_out, s_out, f_out
