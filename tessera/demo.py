@@ -35,10 +35,17 @@ def pca_rgb(emb: np.ndarray, valid: np.ndarray, sample: int = 100_000, seed: int
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
+    """A plain (not georeferenced) RGB PNG."""
+    import warnings
+
     import rasterio
-    with rasterio.open(path, "w", driver="PNG", width=rgb.shape[1], height=rgb.shape[0], count=3,
-                       dtype="uint8") as dst:
-        dst.write(np.moveaxis(rgb, -1, 0))
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", driver="PNG", width=rgb.shape[1], height=rgb.shape[0],
+                           count=3, dtype="uint8") as dst:
+            dst.write(np.moveaxis(rgb, -1, 0))
 
 
 def run_demo(out_dir: str | Path, size: int = 128, seed: int = 0, log=print) -> dict:
