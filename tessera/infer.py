@@ -139,7 +139,7 @@ class Embedder:
                 (np.arange(i, min(n, i + self.batch_size)), idx.shape[1])
                 for i in range(0, n, self.batch_size))
         else:
-            groups = buckets(lengths, self.batch_size * V1_STEPS)
+            groups = buckets(lengths, self.batch_size * V1_STEPS, max_length=idx.shape[1])
         for rows, length in groups:
             sub = Candidates(values=c.values[rows], doy=c.doy[rows], candidate=c.candidate[rows],
                              any_valid=c.any_valid[rows])

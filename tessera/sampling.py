@@ -155,19 +155,27 @@ def select(c: Candidates, scheme: Scheme, seed: int, stream: int, pixel_ids: np.
     raise ValueError(f"unknown sampling scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
 
 
-def buckets(lengths: np.ndarray, tokens_per_batch: int) -> Iterator[tuple[np.ndarray, int]]:
+def buckets(lengths: np.ndarray, tokens_per_batch: int, granularity: int = 8,
+            max_length: int | None = None) -> Iterator[tuple[np.ndarray, int]]:
     """Group pixel indices into batches of similar length.
 
-    Pixels are sorted by length; each batch holds at most `tokens_per_batch` padded tokens (at
-    least one pixel) and is padded to its own longest sequence. Yields (pixel indices, length).
+    Pixels are sorted by length; a batch is padded to its longest sequence rounded up to a
+    multiple of `granularity` (capped at `max_length`) and holds at most `tokens_per_batch`
+    padded tokens (at least one pixel). Rounding keeps the number of distinct batch shapes small,
+    which bounds the kernels' per-shape caches (oneDNN keeps one primitive per shape) at the cost
+    of a few padded steps. Yields (pixel indices, padded length).
     """
+    def padded(length: int) -> int:
+        length = -(-max(length, 1) // granularity) * granularity
+        return min(length, max_length) if max_length else length
+
     order = np.argsort(lengths, kind="stable")
     sorted_len = np.maximum(lengths[order], 1)
     i, n = 0, len(order)
     while i < n:
         # sorted ascending: the batch's last pixel is its longest, so shrink until it fits
-        j = min(n, i + max(1, tokens_per_batch // int(sorted_len[i])))
-        while j - i > 1 and (j - i) * int(sorted_len[j - 1]) > tokens_per_batch:
-            j = i + max(1, tokens_per_batch // int(sorted_len[j - 1]))
-        yield order[i:j], int(sorted_len[j - 1])
+        j = min(n, i + max(1, tokens_per_batch // padded(int(sorted_len[i]))))
+        while j - i > 1 and (j - i) * padded(int(sorted_len[j - 1])) > tokens_per_batch:
+            j = i + max(1, tokens_per_batch // padded(int(sorted_len[j - 1])))
+        yield order[i:j], padded(int(sorted_len[j - 1]))
         i = j

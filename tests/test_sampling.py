@@ -87,15 +87,26 @@ def test_unknown_scheme():
         select(s2_candidates(batch()), "random", 0, 0, np.arange(4))
 
 
-def test_buckets_cover_once_within_budget_with_little_padding():
+@pytest.mark.parametrize("granularity, max_padding", [(1, 1.05), (8, 1.12)])
+def test_buckets_cover_once_within_budget_with_little_padding(granularity, max_padding):
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 120, 5000)
     seen = []
     padded = 0
-    for rows, length in buckets(lengths, tokens_per_batch=4096):
-        assert length == lengths[rows].max()
+    shapes = set()
+    for rows, length in buckets(lengths, tokens_per_batch=4096, granularity=granularity):
+        assert length >= lengths[rows].max() and length % granularity == 0
+        assert length - lengths[rows].max() < granularity
         assert len(rows) * length <= 4096 or len(rows) == 1
         seen.extend(rows.tolist())
         padded += len(rows) * length
+        shapes.add((len(rows), length))
     assert sorted(seen) == list(range(5000))
-    assert padded / lengths.sum() < 1.05  # under 5 % of the compute goes to padding
+    assert padded / lengths.sum() < max_padding  # little of the compute goes to padding
+    if granularity == 8:
+        assert len(shapes) <= 40  # few distinct batch shapes
+
+
+def test_buckets_cap_at_max_length():
+    out = list(buckets(np.array([3, 5, 6]), tokens_per_batch=100, max_length=6))
+    assert out[0][1] == 6
