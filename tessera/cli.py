@@ -58,12 +58,12 @@ def embed(
 
     if geotiff_dtype not in ("float32", "int8"):
         fail(f"--geotiff-dtype {geotiff_dtype!r}: expected float32 or int8")
-    Tile.open(tile_dir)  # bad input is reported before any model work
+    tile = Tile.open(tile_dir)  # bad input is reported before any model work
     model, meta = resolve_model(checkpoint, preset, seed=seed)
     embedder = Embedder(model, device=device, batch_size=batch_size, sampling=sampling,
                         seed=seed, bf16=bf16)
     warn_random_init(meta)
-    out = embed_tile(embedder, tile_dir, output, name, geotiff=geotiff_dtype if geotiff else None,
+    out = embed_tile(embedder, tile, output, name, geotiff=geotiff_dtype if geotiff else None,
                      year=year, keep_partial=keep_partial, progress=progress, meta=meta)
     console.print(f"wrote {out.embeddings} (int8), {out.scales.name}, {out.flags.name}"
                   + "".join(f", {p.name}" for p in out.geotiffs))

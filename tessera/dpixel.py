@@ -136,38 +136,27 @@ TILE_FILES: dict[str, tuple[tuple[str, ...], str]] = {
 
 
 def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype of a .npy file, read from its header only."""
+    """Shape and dtype of a .npy file, read from its header only; a truncated file is an error."""
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            else:
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read(f)
+            header_len = f.tell()
     except FileNotFoundError:
         raise
     except Exception as exc:  # corrupt or not a .npy
         raise TileFormatError(f"{path}: not a readable .npy file ({exc})") from None
     if fortran:
         raise TileFormatError(f"{path}: Fortran-ordered array; expected C order")
-    expected = path.stat().st_size - _header_len(path)
-    if expected < int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+    if path.stat().st_size - header_len < int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
         raise TileFormatError(f"{path}: file is truncated (header says {shape} {dtype})")
     return tuple(shape), dtype
 
 
-def _header_len(path: Path) -> int:
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            np.lib.format.read_array_header_1_0(f)
-        else:
-            np.lib.format.read_array_header_2_0(f)
-        return f.tell()
-
-
-def _load(path: Path, mmap: bool) -> np.ndarray:
-    shape, _ = _npy_header(path)
+def _load(path: Path, shape: tuple[int, ...], mmap: bool) -> np.ndarray:
+    """The array of a checked .npy file: memory-mapped unless empty (empty files cannot be)."""
     if mmap and int(np.prod(shape)) > 0:
         return np.load(path, mmap_mode="r")
     return np.load(path)
@@ -237,7 +226,7 @@ class Tile:
                 raise TileFormatError(f"{path / doy}: {headers[doy][0]} dates, expected {ts} "
                                       f"(one per time step of {sar})")
 
-        arrays = {name[:-4]: _load(path / name, mmap) for name in TILE_FILES}
+        arrays = {name[:-4]: _load(path / name, headers[name], mmap) for name in TILE_FILES}
         for name in ("doys", "sar_ascending_doy", "sar_descending_doy"):
             d = np.asarray(arrays[name])
             if d.size and (d.min() < 1 or d.max() > 366):

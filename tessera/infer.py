@@ -141,9 +141,7 @@ class Embedder:
         else:
             groups = buckets(lengths, self.batch_size * V1_STEPS, max_length=idx.shape[1])
         for rows, length in groups:
-            sub = Candidates(values=c.values[rows], doy=c.doy[rows], candidate=c.candidate[rows],
-                             any_valid=c.any_valid[rows])
-            seq = gather(sub, idx[rows, :length], None if lengths is None else lengths[rows])
+            seq = gather(c, idx[rows, :length], None if lengths is None else lengths[rows], rows)
             values = torch.from_numpy(np.ascontiguousarray(seq.values, dtype=np.float32))
             doy = torch.from_numpy(np.ascontiguousarray(seq.doy, dtype=np.float32))
             mask = None if seq.mask is None else torch.from_numpy(seq.mask)
@@ -192,21 +190,21 @@ def _tmp_path(final: Path) -> Path:
     return Path(tmp)
 
 
-def embed_tile(embedder: Embedder, tile_dir: str | os.PathLike, out_dir: str | os.PathLike,
+def embed_tile(embedder: Embedder, tile_dir: Tile | str | os.PathLike, out_dir: str | os.PathLike,
                name: str | None = None, *, geotiff: str | None = None, year: int | None = None,
                keep_partial: bool = False, chunk_pixels: int = 16384, progress: bool = True,
                meta: dict[str, Any] | None = None) -> TileOutputs:
-    """Embed a tile folder into `<out_dir>/<name>.npy` (int8, H x W x 128), `<name>_scales.npy`
+    """Embed a tile folder (a path or an opened `Tile`) into `<out_dir>/<name>.npy` (int8, H x W x 128), `<name>_scales.npy`
     (float32, H x W; NaN = no data) and `<name>_flags.npy` (uint8 FLAG_* bits).
 
     Pixels outside the ROI are not computed. Pixels without any valid S2 or S1 observation are
     embedded as SPEC 5 says (all steps used) but get a NaN scale, unless `keep_partial` keeps
     those that lack only one sensor. `geotiff`: None, "float32" or "int8" (see `write_geotiff`).
     """
-    tile = Tile.open(tile_dir)
+    tile = tile_dir if isinstance(tile_dir, Tile) else Tile.open(tile_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = name or Path(tile_dir).resolve().name
+    name = name or tile.path.resolve().name
     h, w = tile.shape
     latent = embedder.model.config.latent_dim
     finals = {k: out_dir / f"{name}{suffix}" for k, suffix in

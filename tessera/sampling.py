@@ -136,9 +136,12 @@ class Sequences:
     mask: np.ndarray | None  # (N, L) bool, valid steps first; None when all steps are valid
 
 
-def gather(c: Candidates, idx: np.ndarray, lengths: np.ndarray | None) -> Sequences:
-    values = np.take_along_axis(c.values, idx[:, :, None], axis=1)
-    doy = np.take_along_axis(c.doy, idx, axis=1)
+def gather(c: Candidates, idx: np.ndarray, lengths: np.ndarray | None,
+           rows: np.ndarray | None = None) -> Sequences:
+    """The steps `idx` (N, L) of the pixels `rows` (default: all) of `c`, masked past `lengths`."""
+    values, doy = (c.values, c.doy) if rows is None else (c.values[rows], c.doy[rows])
+    values = np.take_along_axis(values, idx[:, :, None], axis=1)
+    doy = np.take_along_axis(doy, idx, axis=1)
     mask = None
     if lengths is not None and (lengths < idx.shape[1]).any():
         mask = np.arange(idx.shape[1])[None, :] < lengths[:, None]

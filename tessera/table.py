@@ -53,7 +53,8 @@ import numpy as np
 import pandas as pd
 
 from tessera import __version__
-from tessera.bands import S1_POLS, S2_BANDS, s1_db_to_int16, s1_linear_to_int16, scl_valid
+from tessera.bands import (S1_POLS, S2_BANDS, s1_amplitude_dn_to_db, s1_db_to_int16,
+                           s1_linear_to_int16, scl_valid)
 from tessera.dpixel import DPixelBatch
 
 
@@ -426,12 +427,7 @@ def _s1_codes(raw: np.ndarray, opts: TableOptions) -> np.ndarray:
         return np.where(np.isfinite(raw), np.rint(raw), 0).astype(np.int16)
     if enc == "linear":
         return s1_linear_to_int16(raw)
-    if enc == "db":
-        db = raw
-    else:  # amplitude DN: dB = 20 log10(DN) + offset, DN <= 0 -> no data
-        with np.errstate(divide="ignore", invalid="ignore"):
-            db = np.where(raw > 0, 20.0 * np.log10(np.where(raw > 0, raw, 1.0))
-                          + opts.amplitude_offset, np.nan)
+    db = raw if enc == "db" else s1_amplitude_dn_to_db(raw, opts.amplitude_offset)
     return s1_db_to_int16(db)  # standard dB; see the module doc on units
 
 
