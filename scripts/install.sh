@@ -10,4 +10,4 @@ if .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.version.cuda else
 elif ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
-.venv/bin/pip install -q -e ".[test,netcdf]"
+.venv/bin/pip install -q -e ".[test,all]"

@@ -1,0 +1,351 @@
+"""Plan and run a preprocessing job: source -> granules -> per-patch tile folders.
+
+`plan()` searches the source once and states what a run would do (grid, patches, acquisitions,
+disk estimate) without reading pixels: that is `--dry-run`. `run()` then writes one tile folder
+per patch in the published layout. Each patch is built in a temporary sibling folder, its arrays
+written date by date into memory-mapped `.npy` files (memory stays at a few dates per worker,
+whatever the region or the number of dates), validated with `Tile.open`, and only then renamed
+into place: an interrupted run never leaves a half-written patch, and a rerun skips patches that
+are finished (their sidecar's fingerprint matches) unless `overwrite=True`.
+
+Dates run in parallel on dask's threaded scheduler (GDAL releases the GIL while reading);
+`process_patch` is a plain function of picklable arguments, so the scale-out layer can map it
+over patches on a distributed cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from tessera import __version__
+from tessera.bands import S2_BANDS
+from tessera.dpixel import Tile, replace_dir, write_roi
+from tessera.preprocess.acquisition import Granule, PreprocessError, Source, bbox_intersects
+from tessera.preprocess.compose import (ComposeOptions, DateResult, compose_s1_date,
+                                        compose_s2_date, group_by_date)
+from tessera.preprocess.grid import DEFAULT_PATCH_SIZE, Patch, TargetGrid
+
+log = logging.getLogger("tessera.preprocess")
+
+SIDECAR = "preprocess.json"
+SIDECAR_FORMAT = "tessera-preprocess/1"
+REGION_FILE = "region.json"
+
+
+@dataclasses.dataclass
+class Plan:
+    """What a run will do. Built by `plan()`; `describe()` is the dry-run report."""
+
+    grid: TargetGrid
+    year: int
+    patch_size: int
+    patches: list[Patch]
+    s2: list[Granule]
+    s1: list[Granule]
+    source: dict[str, Any]
+
+    def granules_for(self, patch: Patch) -> tuple[list[Granule], list[Granule], list[Granule]]:
+        """S2, S1 ascending and S1 descending granules whose footprint touches the patch."""
+        bounds = self.grid.sub(patch).lonlat_bounds()
+        near = [g for g in (*self.s2, *self.s1) if bbox_intersects(g.bbox, bounds)]
+        return ([g for g in near if g.sensor == "s2"],
+                [g for g in near if g.sensor == "s1" and g.orbit == "ascending"],
+                [g for g in near if g.sensor == "s1" and g.orbit == "descending"])
+
+    def dates(self) -> dict[str, list[_dt.date]]:
+        return {"s2": sorted({g.date for g in self.s2}),
+                "s1_ascending": sorted({g.date for g in self.s1 if g.orbit == "ascending"}),
+                "s1_descending": sorted({g.date for g in self.s1 if g.orbit == "descending"})}
+
+    def estimate_bytes(self) -> int:
+        """Upper bound of the output size: every found date kept in every patch."""
+        d = self.dates()
+        per_px = len(d["s2"]) * (2 * len(S2_BANDS) + 1) + 4 * (len(d["s1_ascending"])
+                                                              + len(d["s1_descending"]))
+        return sum(p.width * p.height for p in self.patches) * (per_px + 1)
+
+    def describe(self) -> list[str]:
+        d = self.dates()
+        lines = [f"grid      {self.grid.describe()}",
+                 f"year      {self.year}",
+                 f"patches   {len(self.patches)} of up to {self.patch_size} x {self.patch_size} px",
+                 f"S2        {len(self.s2)} granules on {len(d['s2'])} dates",
+                 f"S1 asc    {sum(g.orbit == 'ascending' for g in self.s1)} granules on "
+                 f"{len(d['s1_ascending'])} dates",
+                 f"S1 desc   {sum(g.orbit == 'descending' for g in self.s1)} granules on "
+                 f"{len(d['s1_descending'])} dates",
+                 f"disk      at most {_human(self.estimate_bytes())} (uncompressed .npy)"]
+        return lines
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def plan(source: Source, grid: TargetGrid, year: int,
+         patch_size: int = DEFAULT_PATCH_SIZE) -> Plan:
+    """Search the source for `year` over `grid`. No pixel is read."""
+    if not 2015 <= year <= 2100:
+        raise PreprocessError(f"year {year}: Sentinel-1/2 data exist from 2014/2015 on")
+    patches = grid.patches(patch_size)
+    if not patches:
+        raise PreprocessError(f"{grid.name}: the region covers no pixel of the grid")
+    granules = [g for g in source.search(grid, year) if g.date.year == year]
+    s2 = [g for g in granules if g.sensor == "s2"]
+    s1 = [g for g in granules if g.sensor == "s1"]
+    for g in s1:
+        if g.orbit not in ("ascending", "descending"):
+            raise PreprocessError(f"granule {g.id} ({g.source}, {g.date}): orbit {g.orbit!r}, "
+                                  "expected ascending or descending")
+    desc = source.describe()
+    where = f"{grid.describe()} in {desc.get('kind', source.name)} {desc.get('location', '')}"
+    if not granules:
+        raise PreprocessError(f"no acquisitions in {year} over {where.strip()}")
+    if not s2:
+        raise PreprocessError(f"no Sentinel-2 acquisitions in {year} over {where.strip()} "
+                              f"(found {len(s1)} Sentinel-1); the model needs Sentinel-2")
+    if not s1:
+        log.warning("no Sentinel-1 acquisitions in %s over %s: the tiles get empty orbits",
+                    year, where.strip())
+    return Plan(grid, year, patch_size, patches, s2, s1, desc)
+
+
+# --- one patch --------------------------------------------------------------------------------
+
+def _fingerprint(plan: Plan, patch: Patch, opts: ComposeOptions) -> str:
+    pg = plan.grid.sub(patch)
+    key = {"year": plan.year, "crs": pg.crs.to_string(), "transform": list(pg.transform)[:6],
+           "shape": [pg.height, pg.width], "source": plan.source,
+           "options": dataclasses.asdict(opts)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def patch_status(out_dir: Path, plan: Plan, patch: Patch, opts: ComposeOptions) -> str:
+    """'todo', 'done' (finished with the same settings) or 'stale' (other settings / not ours)."""
+    final = out_dir / patch.name
+    if not final.exists():
+        return "todo"
+    try:
+        meta = json.loads((final / SIDECAR).read_text())
+    except (OSError, json.JSONDecodeError):
+        return "stale"
+    return "done" if meta.get("fingerprint") == _fingerprint(plan, patch, opts) else "stale"
+
+
+def _stats(counts: np.ndarray, roi: np.ndarray) -> dict[str, Any]:
+    c = counts[roi > 0] if roi.any() else counts.ravel()
+    if c.size == 0:
+        return {"min": 0, "median": 0.0, "max": 0, "pixels_without": 0}
+    return {"min": int(c.min()), "median": float(np.median(c)), "max": int(c.max()),
+            "pixels_without": int((c == 0).sum())}
+
+
+class _Stack:
+    """A (T, H, W, ...) array written date by date into a memory-mapped .npy file."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: Any) -> None:
+        self.path = path
+        self.arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+    def keep(self, idx: list[int]) -> None:
+        """Drop the dates not in `idx` (rewriting the file date by date)."""
+        if len(idx) == self.arr.shape[0]:
+            self.arr.flush()
+            return
+        full = self.path.with_suffix(".full.npy")
+        self.arr.flush()
+        del self.arr
+        os.replace(self.path, full)
+        src = np.load(full, mmap_mode="r")
+        dst = np.lib.format.open_memmap(self.path, mode="w+", dtype=src.dtype,
+                                        shape=(len(idx), *src.shape[1:]))
+        for k, t in enumerate(idx):
+            dst[k] = src[t]
+        dst.flush()
+        del dst, src
+        full.unlink()
+
+
+def process_patch(plan: Plan, patch: Patch, out_dir: str | os.PathLike,
+                  opts: ComposeOptions = ComposeOptions(), workers: int | None = None,
+                  on_date: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Build one patch's tile folder atomically; return its sidecar."""
+    import dask
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    grid = plan.grid.sub(patch)
+    h, w = grid.height, grid.width
+    s2, asc, desc = plan.granules_for(patch)
+    groups = {"s2": group_by_date(s2), "ascending": group_by_date(asc),
+              "descending": group_by_date(desc)}
+    for stale in out_dir.glob(f".{patch.name}.tmp*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted run
+    tmp = Path(tempfile.mkdtemp(prefix=f".{patch.name}.tmp", dir=out_dir))
+    try:
+        stacks = {
+            "bands": _Stack(tmp / "bands.npy", (len(groups["s2"]), h, w, len(S2_BANDS)), np.uint16),
+            "masks": _Stack(tmp / "masks.npy", (len(groups["s2"]), h, w), np.uint8),
+            "ascending": _Stack(tmp / "sar_ascending.npy", (len(groups["ascending"]), h, w, 2),
+                                np.int16),
+            "descending": _Stack(tmp / "sar_descending.npy", (len(groups["descending"]), h, w, 2),
+                                 np.int16),
+        }
+
+        def s2_task(t: int, date: _dt.date, gs: list[Granule]) -> DateResult:
+            r = compose_s2_date(date, gs, grid, opts)
+            stacks["bands"].arr[t] = r.values
+            stacks["masks"].arr[t] = r.mask
+            counts = r.mask.astype(np.uint16)
+            r.values, r.mask = None, counts  # keep only what the sidecar needs
+            if on_date:
+                on_date()
+            return r
+
+        def s1_task(orbit: str, t: int, date: _dt.date, gs: list[Granule]) -> DateResult:
+            r = compose_s1_date(date, gs, grid, opts)
+            stacks[orbit].arr[t] = r.values
+            r.values, r.mask = None, r.mask.astype(np.uint16)
+            if on_date:
+                on_date()
+            return r
+
+        tasks = [dask.delayed(s2_task)(t, d, gs) for t, (d, gs) in enumerate(groups["s2"])]
+        for orbit in ("ascending", "descending"):
+            tasks += [dask.delayed(s1_task)(orbit, t, d, gs)
+                      for t, (d, gs) in enumerate(groups[orbit])]
+        results = list(dask.compute(*tasks, scheduler="threads", num_workers=workers))
+        n2, na = len(groups["s2"]), len(groups["ascending"])
+        parts = {"s2": results[:n2], "ascending": results[n2:n2 + na],
+                 "descending": results[n2 + na:]}
+
+        roi = grid.roi()
+        sidecar: dict[str, Any] = {}
+        for key, rs in parts.items():
+            keep = [t for t, r in enumerate(rs) if r.has_data]
+            names = ("bands", "masks") if key == "s2" else (key,)
+            for n in names:
+                stacks[n].keep(keep)
+            kept = [rs[t] for t in keep]
+            doys = np.array([r.date.timetuple().tm_yday for r in kept], np.int16)
+            doy_file = "doys.npy" if key == "s2" else f"sar_{key}_doy.npy"
+            np.save(tmp / doy_file, doys)
+            counts = np.zeros((h, w), np.uint16)
+            for r in kept:
+                counts += r.mask
+            entry = {"dates": [r.date.isoformat() for r in kept], "doys": doys.tolist(),
+                     "granules": [r.granules for r in kept],
+                     "valid_pixels": [int(r.mask.sum()) for r in kept],
+                     "dropped_without_data": [r.date.isoformat() for r in rs if not r.has_data],
+                     "valid_observations_per_pixel": _stats(counts, roi)}
+            if key == "s2":
+                entry["boa_offset_subtracted"] = [r.boa_subtracted for r in kept]
+            sidecar[key if key == "s2" else f"s1_{key}"] = entry
+        conflicts = [c for rs in parts.values() for r in rs for c in r.conflicts]
+        del stacks
+        write_roi(tmp / "roi.tiff", roi, grid.crs, grid.transform)
+        meta = {"format": SIDECAR_FORMAT, "software": {"name": "tessera-eo", "version": __version__},
+                "fingerprint": _fingerprint(plan, patch, opts), "year": plan.year,
+                "patch": patch.name, "window": [patch.x0, patch.y0, patch.x1, patch.y1],
+                "crs": grid.crs.to_string(), "transform": list(grid.transform)[:6],
+                "bounds": list(grid.bounds), "roi_pixels": int(roi.sum()),
+                "source": plan.source, "options": dataclasses.asdict(opts),
+                **sidecar, "conflicts": conflicts,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        (tmp / SIDECAR).write_text(json.dumps(meta, indent=1))
+        Tile.open(tmp)  # validate before publishing
+        replace_dir(tmp, out_dir / patch.name)
+        return meta
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# --- a whole region ---------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class RunReport:
+    written: list[str]
+    skipped: list[str]
+    conflicts: int
+    out_dir: Path
+
+
+def write_region_file(plan: Plan, out_dir: Path) -> None:
+    doc = {"format": SIDECAR_FORMAT, "software": {"name": "tessera-eo", "version": __version__},
+           "year": plan.year, "patch_size": plan.patch_size, "grid": plan.grid.to_json(),
+           "patches": [p.name for p in plan.patches], "source": plan.source}
+    tmp = out_dir / f".{REGION_FILE}.tmp"
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, out_dir / REGION_FILE)
+
+
+def run(plan: Plan, out_dir: str | os.PathLike, opts: ComposeOptions = ComposeOptions(),
+        workers: int | None = None, overwrite: bool = False, progress: bool = False) -> RunReport:
+    """Write every patch of the plan under `out_dir` (resumable; see the module docstring)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo, skipped = [], []
+    for p in plan.patches:
+        status = patch_status(out_dir, plan, p, opts)
+        if status == "done" and not overwrite:
+            skipped.append(p.name)
+        elif status == "stale" and not overwrite:
+            raise PreprocessError(
+                f"{out_dir / p.name}: exists but was not made by this run's settings (year, "
+                "source, grid or options differ, or it has no preprocess.json); rerun with "
+                "--overwrite to replace it, or choose another output folder")
+        else:
+            todo.append(p)
+    write_region_file(plan, out_dir)
+    written, conflicts = [], 0
+    with _progress(progress) as bar:
+        ptask = bar.add_task("patches", total=len(todo)) if bar else None
+        for p in todo:
+            n_dates = sum(len(group_by_date(gs)) for gs in plan.granules_for(p))
+            dtask = bar.add_task(f"  {p.name} dates", total=n_dates) if bar else None
+            advance = (lambda: bar.advance(dtask)) if bar else None
+            meta = process_patch(plan, p, out_dir, opts, workers, advance)
+            conflicts += len(meta["conflicts"])
+            written.append(p.name)
+            if bar:
+                bar.remove_task(dtask)
+                bar.advance(ptask)
+    return RunReport(written, skipped, conflicts, out_dir)
+
+
+class _progress:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+        from tessera.cli_errors import console
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                            transient=False)
+        self.bar.__enter__()
+        return self.bar
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
