@@ -136,8 +136,9 @@ def info() -> None:
 
 def _register_commands() -> None:
     """Commands that live in their own modules."""
-    from tessera import cli_points
+    from tessera import cli_points, cli_preprocess
     cli_points.register(app)
+    cli_preprocess.register(app)
 
 
 _register_commands()

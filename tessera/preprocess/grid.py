@@ -145,16 +145,13 @@ class TargetGrid:
         (or `crs`), bounds snapped outward to multiples of `resolution`."""
         from pyproj import Transformer
         from rasterio.crs import CRS as RioCRS
-        from rasterio.transform import from_origin
-        from shapely.ops import transform as shp_transform
-
         if geom.is_empty or not geom.is_valid:
             raise RegionError(f"{name}: the region geometry is empty or invalid")
         c = geom.envelope.centroid
         crs = RioCRS.from_user_input(crs) if crs is not None else RioCRS.from_wkt(
             utm_crs(c.x, c.y).to_wkt())
         to_utm = Transformer.from_crs("EPSG:4326", crs.to_wkt(), always_xy=True)
-        projected = shp_transform(to_utm.transform, geom.segmentize(0.001))
+        projected = _reproject(geom.segmentize(0.001), to_utm)
         if not projected.is_valid:
             projected = projected.buffer(0)
         return cls.from_projected_geometry(projected, crs, name, resolution)
@@ -214,9 +211,7 @@ class TargetGrid:
         geom = union_all(geoms)
         if crs is not None and not _is_lonlat(crs):
             from pyproj import Transformer
-            from shapely.ops import transform as shp_transform
-            tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-            geom = shp_transform(tr.transform, geom)
+            geom = _reproject(geom, Transformer.from_crs(crs, "EPSG:4326", always_xy=True))
         if geom.geom_type not in ("Polygon", "MultiPolygon"):
             raise RegionError(f"{path}: the region must be a polygon, got {geom.geom_type}")
         return cls.from_lonlat_geometry(geom, path.stem, resolution)
@@ -230,6 +225,13 @@ class TargetGrid:
                 raise RegionError(f"{path}: the raster has no CRS")
             return cls(src.crs, src.transform, src.width, src.height, None,
                        name or Path(path).stem)
+
+
+def _reproject(geom: Any, transformer: Any) -> Any:
+    """A shapely geometry through a pyproj Transformer (always_xy)."""
+    import shapely
+    return shapely.transform(geom, lambda xy: np.column_stack(
+        transformer.transform(xy[:, 0], xy[:, 1])))
 
 
 def _is_lonlat(crs: Any) -> bool:

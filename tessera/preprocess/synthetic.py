@@ -57,7 +57,7 @@ def write_s2_date(root: Path, granule: str, date: _dt.date, bands: np.ndarray, s
     from affine import Affine
     offset = needs_boa_offset(date=date) if offset is None else offset
     baseline = "04.00" if offset else "02.09"
-    t20 = transform * Affine.scale(2)
+    t20 = transform @ Affine.scale(2)
     out = []
     for i, b in enumerate(S2_BANDS):
         v = bands[..., i]
