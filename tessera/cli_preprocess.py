@@ -98,8 +98,6 @@ def register(app: typer.Typer) -> None:
         if not any(isinstance(h, _ConsoleWarnings) for h in log.handlers):
             log.addHandler(_ConsoleWarnings(logging.WARNING))
             log.propagate = False
-        if output is None and not dry_run:
-            fail("give the output folder: -o DIR (or --dry-run)")
         opts = ComposeOptions(resampling_10m, resampling_20m, resampling_s1, boa_offset,
                               on_conflict)
         if source == "files":
@@ -121,6 +119,8 @@ def register(app: typer.Typer) -> None:
         else:
             fail(f"--source {source!r}: expected files, stac or netcdf")
         grid = _grid(bbox, region, tile, src)
+        if output is None and not dry_run:
+            fail("give the output folder: -o DIR (or --dry-run)")
         with console.status("searching acquisitions") if progress else _null():
             p = make_plan(src, grid, year, patch_size)
         for line in p.describe():
