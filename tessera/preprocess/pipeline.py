@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -181,70 +182,85 @@ class _Stack:
         full.unlink()
 
 
-def process_patch(plan: Plan, patch: Patch, out_dir: str | os.PathLike,
-                  opts: ComposeOptions = ComposeOptions(), workers: int | None = None,
-                  on_date: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Build one patch's tile folder atomically; return its sidecar."""
-    import dask
+class PatchJob:
+    """One patch as tasks: `start` (temporary folder and memory-mapped stacks), one task per
+    date (compose, write its slice), `finish` (drop empty dates, ROI, sidecar, validate, rename).
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    grid = plan.grid.sub(patch)
-    h, w = grid.height, grid.width
-    s2, asc, desc = plan.granules_for(patch)
-    groups = {"s2": group_by_date(s2), "ascending": group_by_date(asc),
-              "descending": group_by_date(desc)}
-    for stale in out_dir.glob(f".{patch.name}.tmp*"):
-        shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted run
-    tmp = Path(tempfile.mkdtemp(prefix=f".{patch.name}.tmp", dir=out_dir))
-    try:
-        stacks = {
-            "bands": _Stack(tmp / "bands.npy", (len(groups["s2"]), h, w, len(S2_BANDS)), np.uint16),
-            "masks": _Stack(tmp / "masks.npy", (len(groups["s2"]), h, w), np.uint8),
-            "ascending": _Stack(tmp / "sar_ascending.npy", (len(groups["ascending"]), h, w, 2),
-                                np.int16),
-            "descending": _Stack(tmp / "sar_descending.npy", (len(groups["descending"]), h, w, 2),
-                                 np.int16),
-        }
+    `abort` removes the temporary folder; a lock makes `finish` and `abort` exclusive, so a
+    failure elsewhere in a parallel run can never publish a half-deleted folder.
+    """
 
-        def s2_task(t: int, date: _dt.date, gs: list[Granule]) -> DateResult:
-            r = compose_s2_date(date, gs, grid, opts)
-            stacks["bands"].arr[t] = r.values
-            stacks["masks"].arr[t] = r.mask
-            counts = r.mask.astype(np.uint16)
-            r.values, r.mask = None, counts  # keep only what the sidecar needs
-            if on_date:
-                on_date()
-            return r
+    def __init__(self, plan: Plan, patch: Patch, out_dir: Path, opts: ComposeOptions,
+                 on_date: Callable[[], None] | None = None) -> None:
+        self.plan, self.patch, self.out_dir, self.opts = plan, patch, out_dir, opts
+        self.grid = plan.grid.sub(patch)
+        s2, asc, desc = plan.granules_for(patch)
+        self.groups = {"s2": group_by_date(s2), "ascending": group_by_date(asc),
+                       "descending": group_by_date(desc)}
+        self.on_date = on_date
+        self.on_finish: Callable[[], None] | None = None
+        self.tmp: Path | None = None
+        self.stacks: dict[str, _Stack] = {}
+        self.lock = threading.Lock()
+        self.aborted = False
 
-        def s1_task(orbit: str, t: int, date: _dt.date, gs: list[Granule]) -> DateResult:
-            r = compose_s1_date(date, gs, grid, opts)
-            stacks[orbit].arr[t] = r.values
-            r.values, r.mask = None, r.mask.astype(np.uint16)
-            if on_date:
-                on_date()
-            return r
+    @property
+    def n_dates(self) -> int:
+        return sum(len(g) for g in self.groups.values())
 
-        tasks = [dask.delayed(s2_task)(t, d, gs) for t, (d, gs) in enumerate(groups["s2"])]
-        for orbit in ("ascending", "descending"):
-            tasks += [dask.delayed(s1_task)(orbit, t, d, gs)
-                      for t, (d, gs) in enumerate(groups[orbit])]
-        results = list(dask.compute(*tasks, scheduler="threads", num_workers=workers))
-        n2, na = len(groups["s2"]), len(groups["ascending"])
+    def start(self) -> None:
+        with self.lock:
+            if self.aborted:
+                raise PreprocessError(f"{self.patch.name}: aborted")
+            h, w = self.grid.height, self.grid.width
+            for stale in self.out_dir.glob(f".{self.patch.name}.tmp*"):
+                shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted run
+            self.tmp = tmp = Path(tempfile.mkdtemp(prefix=f".{self.patch.name}.tmp",
+                                                   dir=self.out_dir))
+            n2, na, nd = (len(self.groups[k]) for k in ("s2", "ascending", "descending"))
+            self.stacks = {
+                "bands": _Stack(tmp / "bands.npy", (n2, h, w, len(S2_BANDS)), np.uint16),
+                "masks": _Stack(tmp / "masks.npy", (n2, h, w), np.uint8),
+                "ascending": _Stack(tmp / "sar_ascending.npy", (na, h, w, 2), np.int16),
+                "descending": _Stack(tmp / "sar_descending.npy", (nd, h, w, 2), np.int16)}
+
+    def date(self, _started: Any, key: str, t: int) -> DateResult:
+        date, gs = self.groups[key][t]
+        if key == "s2":
+            r = compose_s2_date(date, gs, self.grid, self.opts)
+            self.stacks["bands"].arr[t] = r.values
+            self.stacks["masks"].arr[t] = r.mask
+        else:
+            r = compose_s1_date(date, gs, self.grid, self.opts)
+            self.stacks[key].arr[t] = r.values
+        r.values, r.mask = None, r.mask.astype(np.uint16)  # keep only what the sidecar needs
+        if self.on_date:
+            self.on_date()
+        return r
+
+    def finish(self, *results: DateResult) -> dict[str, Any]:
+        with self.lock:
+            if self.aborted:
+                raise PreprocessError(f"{self.patch.name}: aborted")
+            meta = self._finish(results)
+        if self.on_finish:
+            self.on_finish()
+        return meta
+
+    def _finish(self, results: tuple[DateResult, ...]) -> dict[str, Any]:
+        grid, tmp, h, w = self.grid, self.tmp, self.grid.height, self.grid.width
+        n2, na = len(self.groups["s2"]), len(self.groups["ascending"])
         parts = {"s2": results[:n2], "ascending": results[n2:n2 + na],
                  "descending": results[n2 + na:]}
-
         roi = grid.roi()
         sidecar: dict[str, Any] = {}
         for key, rs in parts.items():
             keep = [t for t, r in enumerate(rs) if r.has_data]
-            names = ("bands", "masks") if key == "s2" else (key,)
-            for n in names:
-                stacks[n].keep(keep)
+            for n in (("bands", "masks") if key == "s2" else (key,)):
+                self.stacks[n].keep(keep)
             kept = [rs[t] for t in keep]
             doys = np.array([r.date.timetuple().tm_yday for r in kept], np.int16)
-            doy_file = "doys.npy" if key == "s2" else f"sar_{key}_doy.npy"
-            np.save(tmp / doy_file, doys)
+            np.save(tmp / ("doys.npy" if key == "s2" else f"sar_{key}_doy.npy"), doys)
             counts = np.zeros((h, w), np.uint16)
             for r in kept:
                 counts += r.mask
@@ -256,24 +272,63 @@ def process_patch(plan: Plan, patch: Patch, out_dir: str | os.PathLike,
             if key == "s2":
                 entry["boa_offset_subtracted"] = [r.boa_subtracted for r in kept]
             sidecar[key if key == "s2" else f"s1_{key}"] = entry
-        conflicts = [c for rs in parts.values() for r in rs for c in r.conflicts]
-        del stacks
+        self.stacks = {}
         write_roi(tmp / "roi.tiff", roi, grid.crs, grid.transform)
-        meta = {"format": SIDECAR_FORMAT, "software": {"name": "tessera-eo", "version": __version__},
-                "fingerprint": _fingerprint(plan, patch, opts), "year": plan.year,
+        plan, patch = self.plan, self.patch
+        meta = {"format": SIDECAR_FORMAT,
+                "software": {"name": "tessera-eo", "version": __version__},
+                "fingerprint": _fingerprint(plan, patch, self.opts), "year": plan.year,
                 "patch": patch.name, "window": [patch.x0, patch.y0, patch.x1, patch.y1],
                 "crs": grid.crs.to_string(), "transform": list(grid.transform)[:6],
                 "bounds": list(grid.bounds), "roi_pixels": int(roi.sum()),
-                "source": plan.source, "options": dataclasses.asdict(opts),
-                **sidecar, "conflicts": conflicts,
+                "source": plan.source, "options": dataclasses.asdict(self.opts),
+                **sidecar, "conflicts": [c for rs in parts.values() for r in rs
+                                         for c in r.conflicts],
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         (tmp / SIDECAR).write_text(json.dumps(meta, indent=1))
         Tile.open(tmp)  # validate before publishing
-        replace_dir(tmp, out_dir / patch.name)
+        replace_dir(tmp, self.out_dir / patch.name)
+        self.tmp = None
         return meta
+
+    def abort(self) -> None:
+        with self.lock:
+            self.aborted = True
+            self.stacks = {}
+            if self.tmp is not None:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                self.tmp = None
+
+    def tasks(self) -> Any:
+        """The dask graph of this patch: a delayed `finish` returning the sidecar."""
+        import dask
+        started = dask.delayed(self.start, pure=False)()
+        dates = [dask.delayed(self.date, pure=False)(started, key, t)
+                 for key in ("s2", "ascending", "descending") for t in range(len(self.groups[key]))]
+        return dask.delayed(self.finish, pure=False)(*dates)
+
+
+def compute_jobs(jobs: list[PatchJob], workers: int | None = None) -> list[dict[str, Any]]:
+    """Run the patches' graphs together on dask's threaded scheduler (patches and dates in
+    parallel); on any failure every unfinished patch's temporary folder is removed."""
+    import dask
+    try:
+        return list(dask.compute(*[j.tasks() for j in jobs], scheduler="threads",
+                                 num_workers=workers))
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for j in jobs:
+            j.abort()
         raise
+
+
+def process_patch(plan: Plan, patch: Patch, out_dir: str | os.PathLike,
+                  opts: ComposeOptions = ComposeOptions(), workers: int | None = None,
+                  on_date: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Build one patch's tile folder atomically; return its sidecar. A plain function of
+    picklable arguments: the unit a distributed cluster maps over patches."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return compute_jobs([PatchJob(plan, patch, out_dir, opts, on_date)], workers)[0]
 
 
 # --- a whole region ---------------------------------------------------------------------------
@@ -313,20 +368,20 @@ def run(plan: Plan, out_dir: str | os.PathLike, opts: ComposeOptions = ComposeOp
         else:
             todo.append(p)
     write_region_file(plan, out_dir)
-    written, conflicts = [], 0
     with _progress(progress) as bar:
-        ptask = bar.add_task("patches", total=len(todo)) if bar else None
-        for p in todo:
-            n_dates = sum(len(group_by_date(gs)) for gs in plan.granules_for(p))
-            dtask = bar.add_task(f"  {p.name} dates", total=n_dates) if bar else None
-            advance = (lambda: bar.advance(dtask)) if bar else None
-            meta = process_patch(plan, p, out_dir, opts, workers, advance)
-            conflicts += len(meta["conflicts"])
-            written.append(p.name)
-            if bar:
-                bar.remove_task(dtask)
-                bar.advance(ptask)
-    return RunReport(written, skipped, conflicts, out_dir)
+        dtask = ptask = None
+        if bar:
+            ptask = bar.add_task("patches", total=len(todo))
+            dtask = bar.add_task("dates x patches", total=0)
+        jobs = [PatchJob(plan, p, out_dir, opts, (lambda: bar.advance(dtask)) if bar else None)
+                for p in todo]
+        if bar:
+            bar.update(dtask, total=sum(j.n_dates for j in jobs))
+            for j in jobs:
+                j.on_finish = lambda: bar.advance(ptask)
+        metas = compute_jobs(jobs, workers)
+    return RunReport([p.name for p in todo], skipped, sum(len(m["conflicts"]) for m in metas),
+                     out_dir)
 
 
 class _progress:

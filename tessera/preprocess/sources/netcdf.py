@@ -216,11 +216,9 @@ def _crs(path: str, ds: Any, var: str) -> Any:
         if not c:
             continue
         try:
-            crs = CRS.from_user_input(c)
+            return CRS.from_user_input(c)
         except (CRSError, ValueError, TypeError):
             continue
-        if crs.is_valid:
-            return crs
     raise PreprocessError(f"{path}: no coordinate reference system found (looked for a "
                           "grid-mapping variable with crs_wkt/spatial_ref and epsg/crs attributes)")
 
