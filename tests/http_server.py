@@ -145,6 +145,7 @@ def _time_hit(item: dict[str, Any], interval: tuple | None) -> bool:
 
 class _Handler(SimpleHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: GDAL reuses its connections
+    disable_nagle_algorithm = True  # else headers and body sent apart stall 40 ms (delayed ACK)
     api: StacApi | None = None
     log: list[tuple[str, str, str | None]]
     head_only = False
@@ -273,7 +274,8 @@ def serve(root: str | os.PathLike, api: StacApi | None = None) -> Iterator[Serve
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), make)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name="test-http", daemon=True)
     thread.start()
     try:
         yield Served(f"http://127.0.0.1:{server.server_address[1]}", log)

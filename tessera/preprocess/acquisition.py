@@ -37,8 +37,9 @@ class Asset(Protocol):
 
 
 _GDAL_HTTP = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_MAX_RETRY": "3",
-              "GDAL_HTTP_RETRY_DELAY": "1", "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF",
-              "VSI_CACHE": "TRUE"}
+              "GDAL_HTTP_RETRY_DELAY": "1", "VSI_CACHE": "TRUE",
+              # {noext}: also URLs without an extension (signed or API download links)
+              "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,{noext}"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,7 +31,6 @@ import warnings
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlparse
 
-from tessera.bands import S2_BANDS
 from tessera.preprocess.acquisition import Granule, PreprocessError, RasterAsset
 from tessera.preprocess.grid import TargetGrid
 
@@ -43,9 +42,8 @@ S2_ASSET_KEYS: dict[str, tuple[str, ...]] = {
     "B12": ("b12", "swir22"), "SCL": ("scl",),
 }
 S1_ASSET_KEYS: dict[str, tuple[str, ...]] = {"VV": ("vv",), "VH": ("vh",)}
-S2_NEEDED = (*S2_BANDS, "SCL")
 ITEM_SEARCH = "ITEM_SEARCH"
-_SEARCH_LIMIT = 100  # items per page; every server accepts this
+_SEARCH_LIMIT = 100  # items per page: within the maximum of the public APIs
 
 
 @dataclasses.dataclass
@@ -80,9 +78,11 @@ class StacSource:
         if not wanted:
             raise PreprocessError(f"STAC {self.url}: no collection given (both the Sentinel-2 "
                                   "and the Sentinel-1 collection are None)")
+        from pystac_client import Client
+
         bounds = tuple(float(v) for v in grid.lonlat_bounds())
         root = self._open()
-        is_api = hasattr(root, "conforms_to") and root.conforms_to(ITEM_SEARCH)
+        is_api = isinstance(root, Client)
         out: list[Granule] = []
         for sensor, collection in wanted:
             items = (self._api_items(root, collection, bounds, year) if is_api
@@ -92,22 +92,28 @@ class StacSource:
         return sorted(out, key=lambda g: (g.sensor, g.date, g.orbit or "", g.id))
 
     def _open(self) -> Any:
-        """A pystac_client Client (API or static catalog), or a pystac Collection root."""
+        """A pystac_client Client for an API; a plain pystac Catalog or Collection (read with
+        `_stac_io`) for a static catalog, so no pystac_client fallback code runs on it."""
         import pystac
         from pystac_client import Client
-        from pystac_client.stac_api_io import StacApiIO
 
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # NoConformsTo on static catalogs
                 try:
-                    return Client.open(self.url, modifier=self.modifier, timeout=self.timeout)
+                    client = Client.open(self.url, modifier=self.modifier, timeout=self.timeout)
+                    if client.conforms_to(ITEM_SEARCH):
+                        return client
                 except pystac.STACTypeError:
-                    # the root is a Collection, not a Catalog: walk it as a static catalog
-                    return pystac.read_file(self.url, stac_io=StacApiIO(timeout=self.timeout))
+                    pass  # the root is a Collection, not a Catalog: a static collection
+                root = pystac.read_file(self.url, stac_io=_stac_io(self.timeout))
         except Exception as exc:  # APIError, OSError, JSON and STAC errors alike
             raise PreprocessError(f"STAC {self.url}: cannot open it as a STAC API or catalog "
                                   f"({_short(exc)})") from None
+        if not isinstance(root, pystac.Catalog):  # Collection is a Catalog subclass
+            raise PreprocessError(f"STAC {self.url}: a STAC {type(root).__name__}, not a catalog, "
+                                  "collection or API root")
+        return root
 
     def _api_items(self, client: Any, collection: str, bounds: tuple[float, ...],
                    year: int) -> Iterator[Any]:
@@ -156,7 +162,7 @@ class StacSource:
         region = _lonlat_box(bounds)
         for col in cols:
             try:
-                items = list(pystac.Catalog.get_items(col, recursive=True))
+                items = list(col.get_items(recursive=True))
             except Exception as exc:
                 raise PreprocessError(f"STAC catalog {self.url}: cannot read the items of "
                                       f"{collection!r} ({_short(exc)})") from None
@@ -268,7 +274,7 @@ def _footprint_intersects(item: Any, region: Any) -> bool:
 def _walk_collections(root: Any) -> Iterable[Any]:
     """Every Collection reachable from `root` through child links (root included)."""
     import pystac
-    seen: set[int] = set()
+    seen: set[int] = set()  # pystac resolves each link once: a cycle revisits the same object
     stack = [root]
     while stack:
         node = stack.pop()
@@ -277,8 +283,27 @@ def _walk_collections(root: Any) -> Iterable[Any]:
         seen.add(id(node))
         if isinstance(node, pystac.Collection):
             yield node
-        # the base-class method: a pystac_client Client would route through its API paths
-        stack.extend(pystac.Catalog.get_children(node))
+        stack.extend(node.get_children())
+
+
+def _stac_io(timeout: float | None) -> Any:
+    """pystac's DefaultStacIO with a requests session (connection reuse, a timeout, errors that
+    name the status) for the http(s) hrefs of static catalogs."""
+    import requests
+    from pystac.stac_io import DefaultStacIO
+
+    session = requests.Session()
+
+    class _StacIO(DefaultStacIO):
+        def read_text_from_href(self, href: str) -> str:
+            if urlparse(href).scheme not in ("http", "https"):
+                return super().read_text_from_href(href)
+            r = session.get(href, timeout=timeout)
+            if r.status_code >= 400:
+                raise OSError(f"GET {href}: HTTP {r.status_code} {r.reason}")
+            return r.text
+
+    return _StacIO()
 
 
 def _short(exc: BaseException) -> str:
