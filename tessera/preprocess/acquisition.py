@@ -81,6 +81,14 @@ class RasterAsset:
             raise PreprocessError(f"{self.description}: cannot read ({exc})") from None
 
 
+def _quiet_array_reprojection() -> None:
+    """rasterio sometimes warns "Dataset has no geotransform" when warping in-memory arrays from
+    several threads at once (odc-geo #131); the output is unaffected, the warning only confuses."""
+    import warnings
+    from rasterio.errors import NotGeoreferencedWarning
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module=r"rasterio\..*")
+
+
 @dataclasses.dataclass(frozen=True)
 class ArrayAsset:
     """A band held by an in-memory or lazily loaded array with its own CRS and transform
@@ -95,6 +103,7 @@ class ArrayAsset:
         from rasterio.enums import Resampling
         from rasterio.warp import reproject
 
+        _quiet_array_reprojection()
         src = np.asarray(self.load(), dtype=np.float32)
         out = np.full((grid.height, grid.width), np.nan, np.float32)
         reproject(src, out, src_transform=self.transform, src_crs=self.crs, src_nodata=np.nan,

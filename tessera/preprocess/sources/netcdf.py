@@ -50,7 +50,7 @@ _CACHE_SIZE = 32
 
 # --- opened datasets, cached per process ------------------------------------------------------
 
-_cache: "collections.OrderedDict[tuple[str, int, int], Any]" = collections.OrderedDict()
+_cache: collections.OrderedDict[tuple[str, int, int], Any] = collections.OrderedDict()
 _cache_lock = threading.Lock()
 _cache_pid = os.getpid()
 
@@ -78,8 +78,8 @@ def _open(path: str) -> Any:
             raise PreprocessError("reading netCDF cubes needs xarray and h5netcdf "
                                   "(pip install 'tessera-eo[netcdf]')") from None
         try:
-            ds = xr.open_dataset(path, mask_and_scale=False)
-        except Exception as exc:  # h5py/netCDF/xarray raise many types for a bad file
+            ds = xr.open_dataset(path, mask_and_scale=False, cache=False)
+        except Exception as exc:  # noqa: BLE001 - h5py/netCDF/xarray raise many types
             raise PreprocessError(f"{path}: not a readable netCDF file "
                                   f"({type(exc).__name__}: {exc})") from None
         _cache[key] = ds
@@ -117,7 +117,7 @@ class _SliceLoader:
         ds = _open(self.path)
         try:
             raw = np.asarray(ds[self.var].isel({self.tdim: self.index}).values)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any read failure names the file and date
             raise PreprocessError(f"{self.path}: cannot read {self.var} at {self.when} "
                                   f"({type(exc).__name__}: {exc})") from None
         if raw.ndim != 2:
@@ -416,8 +416,8 @@ class NetcdfSource:
         r = float(resolution)
         x0, y1 = math.floor(w / r + 1e-9) * r, math.ceil(n / r - 1e-9) * r
         x1, y0 = math.ceil(e / r - 1e-9) * r, math.floor(s / r + 1e-9) * r
-        return TargetGrid(cube.crs, from_origin(x0, y1, r, r), int(round((x1 - x0) / r)),
-                          int(round((y1 - y0) / r)), None, cube.location_id)
+        return TargetGrid(cube.crs, from_origin(x0, y1, r, r), round((x1 - x0) / r),
+                          round((y1 - y0) / r), None, cube.location_id)
 
 
 def _check_same_times(c10: _Cube, c20: _Cube) -> None:
