@@ -15,7 +15,7 @@ For each region size (square, 10 m pixels) the script
 3. deletes the inputs and outputs of that size (unless `--keep DIR`) before the next one.
 
 The point: throughput figures, and a peak memory that stays flat as the region grows (the
-pipeline writes patch by patch and date by date into memory-mapped arrays).
+pipeline builds each patch date by date into memory-mapped arrays).
 
 Figures: pixel-dates/s = pixels x (S2 dates + S1 dates) / wall; input MB/s = bytes of all input
 COGs / wall (MB = 1e6 bytes). The inputs were just written, so they are read from the page cache
@@ -103,7 +103,6 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
     import rasterio
     from rasterio.transform import from_origin
 
-    import tessera.preprocess.pipeline as pipeline
     from tessera.dpixel import Tile
     from tessera.preprocess import ComposeOptions, TargetGrid, plan, run
     from tessera.preprocess.sources.files import FilesSource
@@ -114,16 +113,6 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
     grid = TargetGrid(rasterio.crs.CRS.from_string(job["crs"]),
                       from_origin(*job["origin"], 10.0, 10.0), size, size)
     source = FilesSource(s2=str(root / S2_TEMPLATE), s1=str(root / S1_TEMPLATE))
-    # RSS high-water mark and time after each patch: flat memory means no growth over patches.
-    per_patch: list[tuple[float, float]] = []
-    process_patch = pipeline.process_patch
-
-    def timed_patch(*a: Any, **k: Any) -> Any:
-        meta = process_patch(*a, **k)
-        per_patch.append((time.perf_counter() - t0, _maxrss_mib()))
-        return meta
-
-    pipeline.process_patch = timed_patch  # run() looks the name up at call time
     t0 = time.perf_counter()
     p = plan(source, grid, job["year"], patch_size=job["patch"])
     t_plan = time.perf_counter() - t0
@@ -149,8 +138,7 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
     return {"patches": len(p.patches), "s2_dates": n2, "s1_asc_dates": na, "s1_desc_dates": nd,
             "pixels": pixels, "plan_s": t_plan, "wall_s": wall, "peak_rss_mib": peak,
             "vm_hwm_mib": hwm,
-            "rss_after_imports_mib": rss_start, "out_bytes": _dir_bytes(out),
-            "per_patch": per_patch}
+            "rss_after_imports_mib": rss_start, "out_bytes": _dir_bytes(out)}
 
 
 # --- parent -----------------------------------------------------------------------------------
@@ -168,16 +156,27 @@ def _proc_status(pid: int) -> dict[str, float] | None:
     return out or None
 
 
+def _finished_patches(out: Path) -> int:
+    """Published patch folders (in-progress ones are hidden `.name.tmp*` folders)."""
+    try:
+        return sum(1 for e in os.scandir(out) if e.is_dir() and not e.name.startswith("."))
+    except OSError:
+        return 0
+
+
 def run_child(job: dict[str, Any], interval: float) -> tuple[dict[str, Any], list[tuple]]:
-    """Run the worker in a fresh interpreter, sampling its RSS from /proc while it runs."""
+    """Run the worker in a fresh interpreter, sampling its RSS from /proc while it runs, and
+    how many patch folders are finished (so memory can be followed patch by patch without
+    hooking the pipeline's internals)."""
     proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(job)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    samples: list[tuple[float, dict[str, float]]] = []
+    samples: list[tuple[float, dict[str, float], int]] = []
     t0 = time.perf_counter()
+    out = Path(job["out"])
     while proc.poll() is None:
         s = _proc_status(proc.pid)
         if s:
-            samples.append((time.perf_counter() - t0, s))
+            samples.append((time.perf_counter() - t0, s, _finished_patches(out)))
         time.sleep(interval)
     stdout, stderr = proc.communicate()
     if proc.returncode != 0:
@@ -258,13 +257,18 @@ def main() -> None:
                    "patch": args.patch, "workers": args.workers, "crs": scene.crs,
                    "origin": list(scene.origin)}
             r, samples = run_child(job, args.sample)
-            vm = [s["VmRSS"] for _, s in samples]
-            anon = [s.get("RssAnon", 0.0) for _, s in samples]
-            fil = [s.get("RssFile", 0.0) for _, s in samples]
+            vm = [s["VmRSS"] for _, s, _ in samples]
+            anon = [s.get("RssAnon", 0.0) for _, s, _ in samples]
+            fil = [s.get("RssFile", 0.0) for _, s, _ in samples]
+            # max sampled VmRSS while k patches were finished, k = 0 .. patches - 1
+            by_done: dict[int, float] = {}
+            for _, s, k in samples:
+                by_done[k] = max(by_done.get(k, 0.0), s["VmRSS"])
             r.update(size=size, in_bytes=info["bytes"], write_s=t_write,
                      sampled_max_mib=max(vm, default=0.0),
                      sampled_anon_max_mib=max(anon, default=0.0),
-                     sampled_file_max_mib=max(fil, default=0.0), n_samples=len(vm))
+                     sampled_file_max_mib=max(fil, default=0.0), n_samples=len(vm),
+                     by_done=[by_done.get(k) for k in range(r["patches"] + 1)])
             rows.append(r)
             t1 = r["s1_asc_dates"] + r["s1_desc_dates"]
             print(f"... {size} x {size}: {r['wall_s']:.1f} s, "
@@ -296,12 +300,12 @@ def main() -> None:
     print("\npeak RSS: getrusage ru_maxrss of the child (includes the resident pages of the "
           "memory-mapped output arrays); anon / file: max RssAnon / RssFile sampled from /proc "
           f"every {args.sample:g} s; parent RSS {_maxrss_mib():.0f} MiB (a floor of ru_maxrss)")
-    print("per size: plan time, time per patch, RSS after imports, and the RSS high-water mark "
-          "(MiB) after each patch in order")
+    print("per size: plan time, wall per patch, RSS after imports, and the max sampled VmRSS "
+          "(MiB) while 0, 1, 2, ... patches were finished (- = no sample in that interval)")
     for r in rows:
-        marks = " ".join(f"{m:.0f}" for _, m in r["per_patch"])
+        marks = " ".join("-" if m is None else f"{m:.0f}" for m in r["by_done"][:-1])
         print(f"  {r['size']:>5}: plan {r['plan_s']:.1f} s, {r['wall_s'] / r['patches']:.1f} s "
-              f"per patch, RSS after imports {r['rss_after_imports_mib']:.0f}, after each patch: "
+              f"per patch, RSS after imports {r['rss_after_imports_mib']:.0f}, by patches done: "
               f"{marks}; inputs written in {r['write_s']:.0f} s (not counted)")
 
 

@@ -10,6 +10,7 @@ with `search(grid, year) -> list[Granule]` and `describe() -> dict`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import datetime as _dt
 from typing import Any, Callable, Literal, Protocol
 
@@ -81,6 +82,7 @@ class RasterAsset:
             raise PreprocessError(f"{self.description}: cannot read ({exc})") from None
 
 
+@functools.cache
 def _quiet_array_reprojection() -> None:
     """rasterio sometimes warns "Dataset has no geotransform" when warping in-memory arrays from
     several threads at once (odc-geo #131); the output is unaffected, the warning only confuses."""
