@@ -113,11 +113,14 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
     grid = TargetGrid(rasterio.crs.CRS.from_string(job["crs"]),
                       from_origin(*job["origin"], 10.0, 10.0), size, size)
     source = FilesSource(s2=str(root / S2_TEMPLATE), s1=str(root / S1_TEMPLATE))
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     p = plan(source, grid, job["year"], patch_size=job["patch"])
     t_plan = time.perf_counter() - t0
     rep = run(p, out, ComposeOptions(), workers=job["workers"])
     wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     peak, hwm = _maxrss_mib(), _vm_hwm_mib()
 
     # Completeness check (not timed): every planned patch is a valid tile with every date.
@@ -133,11 +136,12 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
         assert tile.bands.shape[0] == n2, (q.name, tile.bands.shape, n2)
         assert tile.sar_ascending.shape[0] == na and tile.sar_descending.shape[0] == nd, q.name
         assert int(np.asarray(tile.roi).sum()) == q.height * q.width, q.name
+        assert np.asarray(tile.bands[0]).any() and np.asarray(tile.sar_ascending[0]).any(), q.name
         pixels += q.height * q.width
     assert pixels == size * size
     return {"patches": len(p.patches), "s2_dates": n2, "s1_asc_dates": na, "s1_desc_dates": nd,
             "pixels": pixels, "plan_s": t_plan, "wall_s": wall, "peak_rss_mib": peak,
-            "vm_hwm_mib": hwm,
+            "vm_hwm_mib": hwm, "cpu_s": cpu,
             "rss_after_imports_mib": rss_start, "out_bytes": _dir_bytes(out)}
 
 
@@ -154,6 +158,13 @@ def _proc_status(pid: int) -> dict[str, float] | None:
         if k in ("VmRSS", "RssAnon", "RssFile"):
             out[k] = int(v.split()[0]) / 1024.0  # kB -> MiB
     return out or None
+
+
+def _loadavg() -> float:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
 
 def _finished_patches(out: Path) -> int:
@@ -243,7 +254,7 @@ def main() -> None:
                 wjob = {"root": str(root), "size": size, "year": args.year, "s2": args.s2,
                         "s1": args.s1}
                 res = subprocess.run([sys.executable, __file__, "--writer", json.dumps(wjob)],
-                                     capture_output=True, text=True)
+                                     check=False, capture_output=True, text=True)
                 if res.returncode != 0:
                     sys.stderr.write(res.stderr)
                     raise SystemExit(f"writing the inputs of size {size} failed")
@@ -256,6 +267,7 @@ def main() -> None:
             job = {"root": str(root), "out": str(out), "size": size, "year": args.year,
                    "patch": args.patch, "workers": args.workers, "crs": scene.crs,
                    "origin": list(scene.origin)}
+            load0 = _loadavg()
             r, samples = run_child(job, args.sample)
             vm = [s["VmRSS"] for _, s, _ in samples]
             anon = [s.get("RssAnon", 0.0) for _, s, _ in samples]
@@ -264,7 +276,7 @@ def main() -> None:
             by_done: dict[int, float] = {}
             for _, s, k in samples:
                 by_done[k] = max(by_done.get(k, 0.0), s["VmRSS"])
-            r.update(size=size, in_bytes=info["bytes"], write_s=t_write,
+            r.update(size=size, in_bytes=info["bytes"], write_s=t_write, load_before=load0,
                      sampled_max_mib=max(vm, default=0.0),
                      sampled_anon_max_mib=max(anon, default=0.0),
                      sampled_file_max_mib=max(fil, default=0.0), n_samples=len(vm),
@@ -287,7 +299,7 @@ def main() -> None:
           f"{args.patch} px patches; one fresh process per size")
     hdr = (f"{'region':>11} {'km':>5} {'patches':>7} {'S2/S1 dates':>11} {'wall s':>7} "
            f"{'Mpx-dates/s':>11} {'in MB':>7} {'in MB/s':>7} {'out MB':>7} "
-           f"{'peak RSS MiB':>12} {'anon MiB':>8} {'file MiB':>8}")
+           f"{'peak RSS MiB':>12} {'anon MiB':>8} {'file MiB':>8} {'CPU s':>6} {'cores':>5}")
     print(hdr)
     for r in rows:
         t1 = r["s1_asc_dates"] + r["s1_desc_dates"]
@@ -296,16 +308,21 @@ def main() -> None:
               f"{str(r['s2_dates']) + '/' + str(t1):>11} {r['wall_s']:>7.1f} {rate:>11.2f} "
               f"{r['in_bytes'] / 1e6:>7.0f} {r['in_bytes'] / 1e6 / r['wall_s']:>7.1f} "
               f"{r['out_bytes'] / 1e6:>7.0f} {r['peak_rss_mib']:>12.0f} "
-              f"{r['sampled_anon_max_mib']:>8.0f} {r['sampled_file_max_mib']:>8.0f}")
+              f"{r['sampled_anon_max_mib']:>8.0f} {r['sampled_file_max_mib']:>8.0f} "
+              f"{r['cpu_s']:>6.0f} {r['cpu_s'] / r['wall_s']:>5.2f}")
     print("\npeak RSS: getrusage ru_maxrss of the child (includes the resident pages of the "
           "memory-mapped output arrays); anon / file: max RssAnon / RssFile sampled from /proc "
-          f"every {args.sample:g} s; parent RSS {_maxrss_mib():.0f} MiB (a floor of ru_maxrss)")
-    print("per size: plan time, wall per patch, RSS after imports, and the max sampled VmRSS "
+          f"every {args.sample:g} s; parent RSS {_maxrss_mib():.0f} MiB (a floor of ru_maxrss). "
+          "CPU s: user + system time of the run; cores: CPU s / wall (below --workers = the "
+          "run waited, or other processes took the CPUs: see the load average)")
+    print("per size: plan time, wall per patch, 1-min load average before the run, RSS after "
+          "imports, and the max sampled VmRSS "
           "(MiB) while 0, 1, 2, ... patches were finished (- = no sample in that interval)")
     for r in rows:
         marks = " ".join("-" if m is None else f"{m:.0f}" for m in r["by_done"][:-1])
         print(f"  {r['size']:>5}: plan {r['plan_s']:.1f} s, {r['wall_s'] / r['patches']:.1f} s "
-              f"per patch, RSS after imports {r['rss_after_imports_mib']:.0f}, by patches done: "
+              f"per patch, load avg before {r['load_before']:.2f}, "
+              f"RSS after imports {r['rss_after_imports_mib']:.0f}, by patches done: "
               f"{marks}; inputs written in {r['write_s']:.0f} s (not counted)")
 
 

@@ -3,7 +3,7 @@
 `plan()` searches the source once and states what a run would do (grid, patches, acquisitions,
 disk estimate) without reading pixels: that is `--dry-run`. `run()` then writes one tile folder
 per patch in the published layout. Each patch is built in a temporary sibling folder, its arrays
-written date by date into memory-mapped `.npy` files (memory stays at a few dates per worker,
+written date by date into `.npy` files with positioned writes (memory stays at a few dates per worker,
 whatever the region or the number of dates), validated with `Tile.open`, and only then renamed
 into place: an interrupted run never leaves a half-written patch, and a rerun skips patches that
 are finished (their sidecar's fingerprint matches) unless `overwrite=True`.
@@ -157,33 +157,51 @@ def _stats(counts: np.ndarray, roi: np.ndarray) -> dict[str, Any]:
 
 
 class _Stack:
-    """A (T, H, W, ...) array written date by date into a memory-mapped .npy file."""
+    """A (T, H, W, ...) .npy file written date by date with positioned writes (`os.pwrite`).
+
+    Plain writes, not a memory map: written pages sit in the kernel's page cache instead of the
+    process's resident set, so memory stays at the dates in flight (threads write disjoint
+    slices concurrently).
+    """
 
     def __init__(self, path: Path, shape: tuple[int, ...], dtype: Any) -> None:
-        self.path = path
-        self.arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        self.path, self.shape, self.dtype = path, shape, np.dtype(dtype)
+        m = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=shape)
+        self.offset = m.offset  # bytes of the .npy header; the file is sparse until written
+        del m
+        self.step = int(np.prod(shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self.fd = os.open(path, os.O_RDWR)
+
+    def write(self, t: int, a: np.ndarray) -> None:
+        data = np.ascontiguousarray(a, dtype=self.dtype).tobytes()
+        if len(data) != self.step:
+            raise ValueError(f"{self.path}: date {t} has {len(data)} bytes, expected {self.step}")
+        os.pwrite(self.fd, data, self.offset + t * self.step)
 
     def keep(self, idx: list[int]) -> None:
-        """Drop the dates not in `idx` (rewriting the file date by date)."""
-        if len(idx) == self.arr.shape[0]:
-            self.arr.flush()
-            return
-        full = self.path.with_suffix(".full.npy")
-        self.arr.flush()
-        del self.arr
-        os.replace(self.path, full)
-        src = np.load(full, mmap_mode="r")
-        dst = np.lib.format.open_memmap(self.path, mode="w+", dtype=src.dtype,
-                                        shape=(len(idx), *src.shape[1:]))
-        for k, t in enumerate(idx):
-            dst[k] = src[t]
-        dst.flush()
-        del dst, src
-        full.unlink()
+        """Drop the dates not in `idx` (rewriting the file date by date), then close it."""
+        try:
+            if len(idx) == self.shape[0]:
+                return
+            full = self.path.with_suffix(".full.npy")
+            os.replace(self.path, full)
+            dst = _Stack(self.path, (len(idx), *self.shape[1:]), self.dtype)
+            for k, t in enumerate(idx):
+                chunk = os.pread(self.fd, self.step, self.offset + t * self.step)
+                os.pwrite(dst.fd, chunk.ljust(self.step, b"\0"), dst.offset + k * dst.step)
+            dst.close()
+            full.unlink()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class PatchJob:
-    """One patch as tasks: `start` (temporary folder and memory-mapped stacks), one task per
+    """One patch as tasks: `start` (temporary folder and `.npy` stacks), one task per
     date (compose, write its slice), `finish` (drop empty dates, ROI, sidecar, validate, rename).
 
     `abort` removes the temporary folder; a lock makes `finish` and `abort` exclusive, so a
@@ -228,11 +246,11 @@ class PatchJob:
         date, gs = self.groups[key][t]
         if key == "s2":
             r = compose_s2_date(date, gs, self.grid, self.opts)
-            self.stacks["bands"].arr[t] = r.values
-            self.stacks["masks"].arr[t] = r.mask
+            self.stacks["bands"].write(t, r.values)
+            self.stacks["masks"].write(t, r.mask)
         else:
             r = compose_s1_date(date, gs, self.grid, self.opts)
-            self.stacks[key].arr[t] = r.values
+            self.stacks[key].write(t, r.values)
         r.values, r.mask = None, r.mask.astype(np.uint16)  # keep only what the sidecar needs
         if self.on_date:
             self.on_date()
@@ -294,6 +312,8 @@ class PatchJob:
     def abort(self) -> None:
         with self.lock:
             self.aborted = True
+            for st in self.stacks.values():
+                st.close()
             self.stacks = {}
             if self.tmp is not None:
                 shutil.rmtree(self.tmp, ignore_errors=True)
