@@ -1,7 +1,7 @@
 # The two set-up commands of the README: `make demo` and `make test`.
 BIN := .venv/bin
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow bench bench-preprocess clean
 
 install: .venv/.installed
 
@@ -20,6 +20,9 @@ test-slow: install
 
 bench: install
 	$(BIN)/python bench/infer.py
+
+bench-preprocess: install
+	$(BIN)/python bench/preprocess.py
 
 clean:
 	rm -rf .venv demo_out .pytest_cache

@@ -311,7 +311,7 @@ def main() -> None:
               f"{r['sampled_anon_max_mib']:>8.0f} {r['sampled_file_max_mib']:>8.0f} "
               f"{r['cpu_s']:>6.0f} {r['cpu_s'] / r['wall_s']:>5.2f}")
     print("\npeak RSS: getrusage ru_maxrss of the child (includes the resident pages of the "
-          "memory-mapped output arrays); anon / file: max RssAnon / RssFile sampled from /proc "
+          "mapped files, e.g. libraries); anon / file: max RssAnon / RssFile sampled from /proc "
           f"every {args.sample:g} s; parent RSS {_maxrss_mib():.0f} MiB (a floor of ru_maxrss). "
           "CPU s: user + system time of the run; cores: CPU s / wall (below --workers = the "
           "run waited, or other processes took the CPUs: see the load average)")
