@@ -161,8 +161,10 @@ def _check_conflicts(date: _dt.date, granules: list[Granule], valid: list[np.nda
             both = (choice == i) & valid[i] & valid[j]
             if not both.any():
                 continue
-            a = cache.setdefault(i, read(granules[i]))
-            b = cache.setdefault(j, read(granules[j]))
+            for k in (i, j):
+                if k not in cache:
+                    cache[k] = read(granules[k])
+            a, b = cache[i], cache[j]
             diff = a[both].astype(np.int32) != b[both].astype(np.int32)
             if not diff.any():
                 continue
