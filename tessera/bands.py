@@ -39,6 +39,10 @@ BOA_OFFSET_BASELINE = (4, 0)
 # --- Sentinel-1 -------------------------------------------------------------------------------
 S1_POLS: tuple[str, ...] = ("VV", "VH")
 S1_ORBITS: tuple[str, ...] = ("ascending", "descending")
+#: Spellings of the orbit accepted in files and tables (lower case) -> the orbit's name.
+S1_ORBIT_NAMES: dict[str, str] = {"ascending": "ascending", "asc": "ascending", "a": "ascending",
+                                  "descending": "descending", "desc": "descending",
+                                  "d": "descending"}
 S1_MEAN = np.array([5484.0407, 3003.7812], dtype=np.float32)
 S1_STD = np.array([1871.2334, 1726.0670], dtype=np.float32)
 

@@ -21,6 +21,11 @@ USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionErro
                OSError)
 
 
+def warn(message: str) -> None:
+    """One `warning: ...` line on stderr."""
+    console.print(f"[bold yellow]warning:[/] {escape(' '.join(str(message).split()))}")
+
+
 def fail(message: str, code: int = 2) -> None:
     text = " ".join(str(message).split()) or "failed"
     console.print(f"[bold red]error:[/] {escape(text)}")

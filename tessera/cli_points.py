@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from tessera.cli_errors import console as _err
+from tessera.cli_errors import warn
 from tessera.cli_errors import fail
 
 _out = Console(soft_wrap=True, highlight=False)
@@ -128,4 +128,4 @@ def _print_warnings(caught: list) -> None:
         if text in seen or not issubclass(w.category, UserWarning):
             continue
         seen.add(text)
-        _err.print(f"[bold yellow]warning:[/] {escape(text)}", markup=True)
+        warn(text)

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from tessera.cli_errors import console, fail, user_errors
+from tessera.cli_errors import console, fail, user_errors, warn
 
 
 class _ConsoleWarnings(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        from rich.markup import escape
-        console.print(f"[bold yellow]warning:[/] {escape(record.getMessage())}")
+        warn(record.getMessage())
 
 
 def _parse_bbox(text: str):
@@ -121,7 +121,7 @@ def register(app: typer.Typer) -> None:
         grid = _grid(bbox, region, tile, src)
         if output is None and not dry_run:
             fail("give the output folder: -o DIR (or --dry-run)")
-        with console.status("searching acquisitions") if progress else _null():
+        with console.status("searching acquisitions") if progress else contextlib.nullcontext():
             p = make_plan(src, grid, year, patch_size)
         for line in p.describe():
             console.print(line)
@@ -133,10 +133,3 @@ def register(app: typer.Typer) -> None:
                       + (f"; {report.conflicts} overlap conflict(s), see the sidecars"
                          if report.conflicts else ""))
 
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return None

@@ -53,8 +53,8 @@ import numpy as np
 import pandas as pd
 
 from tessera import __version__
-from tessera.bands import (S1_POLS, S2_BANDS, s1_amplitude_dn_to_db, s1_db_to_int16,
-                           s1_linear_to_int16, scl_valid)
+from tessera.bands import (S1_ORBIT_NAMES, S1_ORBITS, S1_POLS, S2_BANDS, s1_amplitude_dn_to_db,
+                           s1_db_to_int16, s1_linear_to_int16, scl_valid)
 from tessera.dpixel import DPixelBatch
 
 
@@ -98,7 +98,7 @@ FILL_RULES: dict[str, tuple[str, ...]] = {
     "B12": ("B11",),  # 2190 <- 1610
 }
 
-_ORBITS = {"ascending": 0, "asc": 0, "a": 0, "descending": 1, "desc": 1, "d": 1}
+_ORBITS = {k: S1_ORBITS.index(v) for k, v in S1_ORBIT_NAMES.items()}
 _S2_NAME = re.compile(r"^B(\d{1,2}|8A)$", re.IGNORECASE)
 _S1_NAME = re.compile(r"^(VV|VH|HH|HV)$", re.IGNORECASE)
 _BAND_LIKE = re.compile(r"^B\d+[A-Z]?$", re.IGNORECASE)

@@ -20,7 +20,6 @@ from tessera.preprocess.grid import TargetGrid
 
 Sensor = Literal["s2", "s1"]
 S1Units = Literal["linear", "db", "int16"]
-ORBITS = ("ascending", "descending")
 
 
 class PreprocessError(ValueError):
@@ -156,10 +155,6 @@ class Source(Protocol):
     def describe(self) -> dict[str, Any]:
         """JSON-able description recorded in each patch's sidecar."""
         ...
-
-
-def year_of(d: _dt.date | _dt.datetime) -> int:
-    return d.year
 
 
 def bbox_intersects(a: tuple[float, float, float, float] | None,

@@ -15,7 +15,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -216,16 +216,6 @@ class TargetGrid:
             raise RegionError(f"{path}: the region must be a polygon, got {geom.geom_type}")
         return cls.from_lonlat_geometry(geom, path.stem, resolution)
 
-    @classmethod
-    def from_raster(cls, path: str | os.PathLike, name: str | None = None) -> "TargetGrid":
-        """The grid of an existing raster (e.g. a land mask or a previous roi.tiff)."""
-        import rasterio
-        with rasterio.open(path) as src:
-            if src.crs is None:
-                raise RegionError(f"{path}: the raster has no CRS")
-            return cls(src.crs, src.transform, src.width, src.height, None,
-                       name or Path(path).stem)
-
 
 def _reproject(geom: Any, transformer: Any) -> Any:
     """A shapely geometry through a pyproj Transformer (always_xy)."""
@@ -272,7 +262,3 @@ def _read_vector(path: Path) -> tuple[list[Any], Any]:
         raise RegionError(f"{path}: cannot read vector file ({exc})") from None
     return [g for g in from_wkb(wkb) if g is not None], meta.get("crs")
 
-
-def iter_windows(grid: TargetGrid, size: int) -> Iterator[tuple[Patch, TargetGrid]]:
-    for p in grid.patches(size):
-        yield p, grid.sub(p)

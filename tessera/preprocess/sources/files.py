@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tessera.bands import S1_POLS, S2_BANDS
+from tessera.bands import S1_ORBIT_NAMES, S1_POLS, S2_BANDS
 from tessera.preprocess.acquisition import (Granule, PreprocessError, RasterAsset, S1Units,
                                             bbox_intersects)
 from tessera.preprocess.grid import TargetGrid
@@ -39,8 +39,6 @@ _PATTERNS = {
     "orbit": r"[A-Za-z]+",
     "granule": r"[^/\\]+?",
 }
-_ORBITS = {"a": "ascending", "asc": "ascending", "ascending": "ascending",
-           "d": "descending", "desc": "descending", "descending": "descending"}
 
 
 def template_glob(template: str) -> str:
@@ -77,7 +75,7 @@ def normalise_band(name: str) -> str:
 
 def _orbit(text: str, where: str) -> str:
     try:
-        return _ORBITS[text.lower()]
+        return S1_ORBIT_NAMES[text.lower()]
     except KeyError:
         raise PreprocessError(f"{where}: orbit {text!r}, expected ascending/asc/A or "
                               "descending/desc/D") from None
@@ -228,13 +226,11 @@ class FilesSource:
 
 
 def _granule_id(first: str, bands: dict[str, tuple[str, int]]) -> str:
-    """The file name with the band part blanked: stable and unique per granule."""
-    name = Path(first).name
-    for b, (p, _) in bands.items():
-        if p == first:
-            stem = Path(p).name
-            idx = stem.upper().rfind(b)
-            if idx >= 0 and len(bands) > 1 and len({q for q, _ in bands.values()}) > 1:
-                return stem[:idx] + "*" + stem[idx + len(b):]
-            return stem
-    return name
+    """The name of the granule's first file, its band part blanked when the granule's bands are
+    separate files: stable and unique per granule."""
+    band = next(iter(bands))
+    stem = Path(first).name
+    idx = stem.upper().rfind(band)
+    if idx >= 0 and len({p for p, _ in bands.values()}) > 1:
+        return stem[:idx] + "*" + stem[idx + len(band):]
+    return stem
