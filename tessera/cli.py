@@ -136,9 +136,10 @@ def info() -> None:
 
 def _register_commands() -> None:
     """Commands that live in their own modules."""
-    from tessera import cli_points, cli_preprocess
+    from tessera import cli_points, cli_preprocess, cli_train
     cli_points.register(app)
     cli_preprocess.register(app)
+    cli_train.register(app)
 
 
 _register_commands()
