@@ -30,7 +30,7 @@ PROBE_TABLE = SHARED / "worldcereal" / "extractions" / "2021_BEL_LPIS-Flanders_l
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/tessera_pretrain"))
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--qat-from", type=float, default=0.6, help="fraction of the steps")
     ap.add_argument("--probe-every", type=int, default=100)
@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--install", action="store_true", help="copy the weights into the package")
     args = ap.parse_args()
 
-    from tessera.train.corpus import corpus_summary, real_corpus
+    from tessera.train.realdata import corpus_summary, real_corpus
     from tessera.train.loop import TrainConfig, pretrain
     from tessera.train.probe import TableProbe
     from tessera.train.shards import BatchSource, sources_per_batch, write_shards
@@ -49,7 +49,6 @@ def main() -> None:
     t0 = time.perf_counter()
     if not shards.exists():
         parts = real_corpus(SHARED, work / "corpus")
-        parts = [p for p in parts if "Flanders_long" not in p.name and "LPIS-Flanders" not in p.name]
         summary = corpus_summary(parts)
         print(summary.to_string())
         summary.to_csv(work / "corpus_summary.csv", index=False)

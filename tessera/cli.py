@@ -96,13 +96,16 @@ def simulate(
 @user_errors
 def demo(
     out_dir: Path = typer.Argument(Path("demo_out"), help="Folder for the demo outputs."),
-    size: int = typer.Option(128, help="Simulated tile size in pixels."),
+    size: int = typer.Option(256, help="Simulated tile size in pixels."),
     seed: int = typer.Option(0),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Simulate a tile, embed it, and write a PCA false-colour PNG (the README's demo)."""
+    """Simulate a tile, embed it, PCA false-colour PNG, a head on 1 % of the labels, accuracy and
+    a class map (the README's demo, on SIMULATED data)."""
     from tessera.demo import run_demo
 
-    run_demo(out_dir, size=size, seed=seed, log=lambda m: console.print(m, highlight=False))
+    run_demo(out_dir, size=size, seed=seed, progress=progress,
+             log=lambda m: console.print(m, highlight=False))
 
 
 @app.command()

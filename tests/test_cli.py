@@ -71,13 +71,6 @@ def test_simulate_then_embed(tmp_path):
     assert (tmp_path / "emb" / "sim_scales.tif").exists()
 
 
-def test_demo(tmp_path):
-    result = run("demo", tmp_path / "demo", "--size", "24")
-    assert result.exit_code == 0, result.output
-    assert "SIMULATED" in result.output and "RANDOMLY INITIALISED" in result.output
-    assert (tmp_path / "demo" / "demo_pca.png").stat().st_size > 0
-
-
 @pytest.mark.slow
 def test_simulate_and_embed_512(tmp_path):
     """The issue's acceptance run: a 512 x 512 simulated tile, int8 + scales + GeoTIFF on CPU."""

@@ -55,8 +55,9 @@ def global_index(idx: torch.Tensor) -> torch.Tensor:
 
 
 def standardise(z: torch.Tensor) -> torch.Tensor:
-    """Per feature along the batch: mean 0, (biased) variance 1."""
-    z = z.float()
+    """Per feature along the batch: mean 0, (biased) variance 1; half precision is computed in
+    float32."""
+    z = z if z.dtype == torch.float64 else z.float()
     mean = z.mean(dim=0, keepdim=True)
     var = z.var(dim=0, unbiased=False, keepdim=True)
     return (z - mean) / torch.sqrt(var + BN_EPS)
