@@ -1,7 +1,7 @@
 # The two set-up commands of the README: `make demo` and `make test`.
 BIN := .venv/bin
 
-.PHONY: install demo test test-slow bench bench-preprocess clean
+.PHONY: install demo test test-slow bench bench-preprocess bench-train pretrain-tiny evaluate clean
 
 install: .venv/.installed
 
@@ -23,6 +23,16 @@ bench: install
 
 bench-preprocess: install
 	$(BIN)/python bench/preprocess.py
+
+bench-train: install
+	$(BIN)/python bench/train.py
+
+# Reproduce the shipped weights (needs ../shared/datasets) and score them.
+pretrain-tiny: install
+	$(BIN)/python scripts/pretrain_tiny.py --work pretrain_work --install
+
+evaluate: install
+	$(BIN)/python scripts/evaluate_worldcereal.py --out eval_out
 
 clean:
 	rm -rf .venv demo_out .pytest_cache

@@ -30,7 +30,7 @@ PROBE_TABLE = SHARED / "worldcereal" / "extractions" / "2021_BEL_LPIS-Flanders_l
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/tessera_pretrain"))
-    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--qat-from", type=float, default=0.6, help="fraction of the steps")
     ap.add_argument("--probe-every", type=int, default=100)
@@ -63,7 +63,9 @@ def main() -> None:
                       batch_size=args.batch_size, qat_start=int(args.qat_from * args.steps),
                       seed=args.seed, checkpoint_every=50, log_every=10,
                       probe_every=args.probe_every, device="cpu")
-    probe = TableProbe(PROBE_TABLE, label="ewoc_code", group="h3_l3_cell", min_count=5)
+    from tessera.downstream.label_efficiency import TABLE_OPTIONS
+    probe = TableProbe(PROBE_TABLE, label="ewoc_code", group="h3_l3_cell", min_count=5,
+                       year=2021, **TABLE_OPTIONS)
 
     def show(step: int, total: int, row: dict) -> None:
         extra = f" probe {row['probe']:.3f}" if "probe" in row else ""

@@ -83,6 +83,10 @@ def register(app: typer.Typer) -> None:
         probe_label: str = typer.Option("ewoc_code"),
         probe_group: str = typer.Option("h3_l3_cell", help="Column for geographic folds."),
         probe_every: int = typer.Option(500),
+        probe_year: Optional[int] = typer.Option(None, help="Calendar year of the probe table's "
+                                                 "rows to use."),
+        probe_options: Optional[str] = typer.Option(None, help="Point-table options of the probe "
+                                                    "as JSON, e.g. '{\"s1_encoding\": \"amplitude\"}'."),
         device: str = typer.Option("auto"),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --output."),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -102,7 +106,17 @@ def register(app: typer.Typer) -> None:
                           seed=seed, buffer=buffer, workers=workers,
                           checkpoint_every=checkpoint_every, log_every=log_every,
                           probe_every=probe_every if probe else 0, device=device)
-        prober = TableProbe(probe, label=probe_label, group=probe_group) if probe else None
+        opts = {}
+        if probe_options:
+            import json
+            try:
+                opts = json.loads(probe_options)
+            except json.JSONDecodeError as e:
+                fail(f"--probe-options: not valid JSON ({e})")
+        if probe_year is not None:
+            opts["year"] = probe_year
+        prober = (TableProbe(probe, label=probe_label, group=probe_group, **opts)
+                  if probe else None)
         with _progress() if progress else contextlib.nullcontext() as bar:
             task = bar.add_task("pretraining", total=None, info="") if bar else None
 

@@ -164,12 +164,20 @@ def init_distributed(device: str = "auto") -> tuple[int, int, int]:
 class MetricsLog:
     """CSV (always) and TensorBoard (when installed) on rank 0."""
 
-    def __init__(self, out: Path, enabled: bool) -> None:
+    def __init__(self, out: Path, enabled: bool, resume_step: int | None = None) -> None:
         self.enabled = enabled
         self.path = out / "metrics.csv"
         self.tb = None
         if not enabled:
             return
+        if resume_step is not None and self.path.exists():
+            # rows written after the checkpoint we resume from will be written again
+            with open(self.path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+            with open(self.path, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+                w.writeheader()
+                w.writerows(rows)
         new = not self.path.exists()
         self.file = open(self.path, "a", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=CSV_FIELDS)
@@ -256,7 +264,7 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False,
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     loss_fn = BarlowTwinsLoss(lambd=cfg.lambd, mu=cfg.mu)
     use_amp = cfg.amp and device.type == "cuda"
-    log = MetricsLog(out, rank == 0)
+    log = MetricsLog(out, rank == 0, resume_step=state.step if resume else None)
 
     def checkpoint() -> None:
         if rank != 0:

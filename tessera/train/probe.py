@@ -31,9 +31,14 @@ class TableProbe:
         if label not in df.columns:
             raise ValueError(f"{name}: no label column {label!r}; columns are "
                              f"{', '.join(map(str, df.columns[:20]))}")
+        from tessera.table import prepare_table
+
         self.df, self.options, self.device, self.folds = df, table_options, device, folds
-        id_col = table_options.get("id_column", "sample_id")
-        per_sample = df.groupby(id_col, sort=True).first()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prepared = prepare_table(df, **table_options)  # fail now, not at the first probe
+        id_col = prepared.id_column
+        per_sample = df.groupby(id_col, sort=True).first().loc[prepared.sample_ids]
         labels = per_sample[label].astype(str)
         counts = labels.value_counts()
         self.labels = np.where(labels.map(counts) >= min_count, labels, "other")
