@@ -32,7 +32,7 @@ pretrain-tiny: install
 	$(BIN)/python scripts/pretrain_tiny.py --work pretrain_work --install
 
 evaluate: install
-	$(BIN)/python scripts/evaluate_worldcereal.py --out eval_out
+	$(BIN)/python scripts/eval_worldcereal.py --out eval_out
 
 clean:
 	rm -rf .venv demo_out .pytest_cache

@@ -30,7 +30,7 @@ PROBE_TABLE = SHARED / "worldcereal" / "extractions" / "2021_BEL_LPIS-Flanders_l
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/tessera_pretrain"))
-    ap.add_argument("--steps", type=int, default=800)
+    ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--qat-from", type=float, default=0.6, help="fraction of the steps")
     ap.add_argument("--probe-every", type=int, default=100)
@@ -39,16 +39,19 @@ def main() -> None:
     ap.add_argument("--install", action="store_true", help="copy the weights into the package")
     args = ap.parse_args()
 
-    from tessera.train.realdata import corpus_summary, real_corpus
+    from tessera.train.corpus import corpus_summary, real_corpus
     from tessera.train.loop import TrainConfig, pretrain
     from tessera.train.probe import TableProbe
     from tessera.train.shards import BatchSource, sources_per_batch, write_shards
+    from tessera.widetable import WORLDCEREAL_OPTIONS
 
     work = args.work
     shards = work / "shards"
     t0 = time.perf_counter()
     if not shards.exists():
         parts = real_corpus(SHARED, work / "corpus")
+        # the probe's table selects the checkpoint: keep it out of the pretraining pixels
+        parts = [p for p in parts if PROBE_TABLE.stem not in p.name]
         summary = corpus_summary(parts)
         print(summary.to_string())
         summary.to_csv(work / "corpus_summary.csv", index=False)
@@ -63,9 +66,8 @@ def main() -> None:
                       batch_size=args.batch_size, qat_start=int(args.qat_from * args.steps),
                       seed=args.seed, checkpoint_every=50, log_every=10,
                       probe_every=args.probe_every, device="cpu")
-    from tessera.downstream.label_efficiency import TABLE_OPTIONS
     probe = TableProbe(PROBE_TABLE, label="ewoc_code", group="h3_l3_cell", min_count=5,
-                       year=2021, **TABLE_OPTIONS)
+                       year=2021, **WORLDCEREAL_OPTIONS)
 
     def show(step: int, total: int, row: dict) -> None:
         extra = f" probe {row['probe']:.3f}" if "probe" in row else ""

@@ -1,0 +1,1 @@
+"""Downstream use of embeddings: label-efficiency evaluation on labelled point tables."""

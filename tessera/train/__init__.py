@@ -1,0 +1,1 @@
+"""Self-supervised pretraining: real-data corpus, views, shards, losses and the training loop."""
