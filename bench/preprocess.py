@@ -78,8 +78,8 @@ def machine() -> str:
     except OSError:
         pass
     try:
-        mem = next(int(l.split()[1]) for l in Path("/proc/meminfo").read_text().splitlines()
-                   if l.startswith("MemTotal")) / 2**20
+        mem = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
+                   if ln.startswith("MemTotal")) / 2**20
         mem_s = f", {mem:.0f} GiB RAM"
     except (OSError, StopIteration):
         mem_s = ""

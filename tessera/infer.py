@@ -194,8 +194,9 @@ def embed_tile(embedder: Embedder, tile_dir: Tile | str | os.PathLike, out_dir: 
                name: str | None = None, *, geotiff: str | None = None, year: int | None = None,
                keep_partial: bool = False, chunk_pixels: int = 16384, progress: bool = True,
                meta: dict[str, Any] | None = None) -> TileOutputs:
-    """Embed a tile folder (a path or an opened `Tile`) into `<out_dir>/<name>.npy` (int8, H x W x 128), `<name>_scales.npy`
-    (float32, H x W; NaN = no data) and `<name>_flags.npy` (uint8 FLAG_* bits).
+    """Embed a tile folder (a path or an opened `Tile`) into `<out_dir>/<name>.npy` (int8,
+    H x W x 128), `<name>_scales.npy` (float32, H x W; NaN = no data) and `<name>_flags.npy`
+    (uint8 FLAG_* bits).
 
     Pixels outside the ROI are not computed. Pixels without any valid S2 or S1 observation are
     embedded as SPEC 5 says (all steps used) but get a NaN scale, unless `keep_partial` keeps

@@ -35,7 +35,8 @@ Sentinel-1 (`sar_ascending`, `sar_descending`)
     moisture (bare soil) and wind (water, about -24 dB VV when calm), with a static per-field
     roughness and per-orbit look-direction offsets (strong for urban), multiplicative gamma
     speckle (``SimConfig.enl`` looks), occasional swath edges; encoded with
-    `bands.s1_db_to_int16` (standard dB; the published code's unit is twice that, see bands). Each orbit has its own regular revisit (about 12 days), its own
+    `bands.s1_db_to_int16` (standard dB; the published code's unit is twice that, see bands).
+    Each orbit has its own regular revisit (about 12 days), its own
     offset and a few missing acquisitions.
 
 Everything is a function of ``SimConfig.seed``: the static scene and each date draw from their

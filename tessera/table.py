@@ -207,8 +207,9 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         if name.endswith(_CSV_SUFFIXES):
             return pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",")
     except Exception as exc:  # unreadable content: name the file
-        raise TableError(f"{path}: not a readable {'Parquet' if name.endswith(_PARQUET_SUFFIXES) else 'CSV'} "
-                         f"file ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
+        kind = "Parquet" if name.endswith(_PARQUET_SUFFIXES) else "CSV"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise TableError(f"{path}: not a readable {kind} file ({type(exc).__name__}: {first})"
                          ) from None
     raise TableError(f"{path}: unsupported file type; expected "
                      f"{', '.join(_CSV_SUFFIXES + _PARQUET_SUFFIXES)}")
@@ -574,7 +575,8 @@ def prepare_table(df: pd.DataFrame, options: TableOptions | None = None, **kwarg
         if len(uniq) > 1:
             raise TableError(f"dates span {_span(dates)} ({len(uniq)} calendar years: "
                              f"{', '.join(map(str, uniq))}); the day of year would be ambiguous. "
-                             f"Keep one year with year=... (--year {int(np.bincount(years - uniq[0]).argmax() + uniq[0])})")
+                             "Keep one year with year=... (--year "
+                             f"{int(np.bincount(years - uniq[0]).argmax() + uniq[0])})")
 
     # --- band values ----------------------------------------------------------------------
     present_cols = {b: c for b, c in bands.items()}

@@ -27,7 +27,11 @@ def test_info():
         assert word in result.output
 
 
-def test_embed_tile_folder(tile_dir, tmp_path):
+def test_embed_tile_folder(tile_dir, tmp_path, monkeypatch):
+    result = run("embed", tile_dir, "-o", tmp_path / "shipped", "--no-progress", "--year", "2022")
+    assert result.exit_code == 0, result.output
+    assert "RANDOMLY INITIALISED" not in result.output  # the shipped weights
+    monkeypatch.setattr("tessera.infer.shipped_checkpoint", lambda: None)
     result = run("embed", tile_dir, "-o", tmp_path / "out", "--preset", "tiny", "--geotiff",
                  "--no-progress", "--year", "2022")
     assert result.exit_code == 0, result.output

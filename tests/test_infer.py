@@ -119,7 +119,8 @@ def test_interrupted_embedding_leaves_nothing_half_written(tile_dir, tiny_model,
                                                                    "x_scales.npy"]
 
 
-def test_resolve_model_random_init_is_seeded_and_says_so():
+def test_resolve_model_random_init_is_seeded_and_says_so(monkeypatch):
+    monkeypatch.setattr("tessera.infer.shipped_checkpoint", lambda: None)  # no bundled weights
     m1, meta = resolve_model(preset="tiny", seed=3)
     m2, _ = resolve_model(preset="tiny", seed=3)
     assert meta["random_init"] is True and meta["preset"] == "tiny"
@@ -127,3 +128,16 @@ def test_resolve_model_random_init_is_seeded_and_says_so():
         assert np.array_equal(a.detach().numpy(), b.detach().numpy())
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         resolve_model(preset="huge")
+
+
+def test_resolve_model_prefers_the_shipped_weights():
+    from tessera.infer import shipped_checkpoint
+
+    shipped = shipped_checkpoint()
+    assert shipped is not None and shipped.name == "tiny.safetensors", "no weights shipped"
+    for preset in (None, "tiny"):
+        model, meta = resolve_model(preset=preset)
+        assert not meta.get("random_init") and meta["preset"] == "tiny"
+        assert "training" in meta, "shipped weights must carry their training provenance"
+    _, meta = resolve_model(preset="small")  # another preset has no shipped weights
+    assert meta["random_init"] is True

@@ -172,7 +172,9 @@ def test_values_nearest(converted):
             assert bands[k, y, x, S2_BANDS.index(b)] == raw.s20[b].values[t, y // 2, x // 2]
         assert masks[k, y, x] == scl_valid(raw.s20.SCL.values[t, y // 2, x // 2])
     # the same over every pixel and date, vectorised
-    up = lambda a: a.repeat(2, axis=-2).repeat(2, axis=-1)
+    def up(a):
+        return a.repeat(2, axis=-2).repeat(2, axis=-1)
+
     for b in BANDS_10M:
         assert np.array_equal(bands[..., S2_BANDS.index(b)], raw.s10[b].values[s2_idx]), b
     for b in BANDS_20M:

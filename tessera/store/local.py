@@ -1,0 +1,196 @@
+"""A store in a local directory: writing tile-years into it, reading and checking it.
+
+Writes are atomic per file (temporary name, then rename) and the manifest is updated under an
+exclusive lock after the tile's three files are in place, so parallel writers (Dask workers,
+several processes) never lose each other's rows, and an interrupted write leaves at most some
+`.tmp` files, never a manifest row pointing at a partial file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tessera.store.grid import GridTile, parse_tile_name
+from tessera.store.layout import FILE_KINDS, MANIFEST, relpath
+from tessera.store.manifest import FileEntry, Manifest, ManifestError, TileEntry, hash_file
+
+
+class StoreError(ValueError):
+    """A store that cannot serve a request (missing tile or year, corrupt file, bad layout)."""
+
+
+def _tmp_sibling(final: Path) -> Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o644)
+    return Path(tmp)
+
+
+def write_mask(path: Path, mask: np.ndarray, crs: Any, transform: Any) -> None:
+    """uint8 land/ROI mask GeoTIFF (1 = embedded pixel) carrying the tile's CRS and transform."""
+    import rasterio
+
+    with rasterio.open(path, "w", driver="GTiff", width=mask.shape[1], height=mask.shape[0],
+                       count=1, dtype="uint8", crs=crs, transform=transform, compress="deflate",
+                       tiled=mask.shape[0] >= 256 and mask.shape[1] >= 256) as dst:
+        dst.write(mask.astype(np.uint8), 1)
+
+
+@dataclasses.dataclass
+class CheckReport:
+    """What `LocalStore.check` found: problems per file and files the manifest does not know."""
+
+    checked: int = 0
+    missing: list[str] = dataclasses.field(default_factory=list)
+    size_mismatch: list[str] = dataclasses.field(default_factory=list)
+    hash_mismatch: list[str] = dataclasses.field(default_factory=list)
+    unlisted: list[str] = dataclasses.field(default_factory=list)  # on disk, not in the manifest
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.size_mismatch or self.hash_mismatch or self.unlisted)
+
+
+class LocalStore:
+    """A store rooted at a directory (created on the first write)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    describe = __repr__
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    def manifest(self) -> Manifest:
+        if not self.manifest_path.exists():
+            if self.root.is_dir():
+                return Manifest()
+            raise StoreError(f"{self.root}: no such store directory")
+        return Manifest.read(self.manifest_path)
+
+    def path(self, f: FileEntry | str) -> Path:
+        rel = f.path if isinstance(f, FileEntry) else f
+        p = (self.root / rel).resolve()
+        if self.root.resolve() not in p.parents:
+            raise StoreError(f"{rel}: path escapes the store {self.root}")
+        return p
+
+    def open_file(self, f: FileEntry, verify: bool = False) -> Path:
+        """The local path of a listed file; checks it exists with the listed size (and sha256
+        when `verify`)."""
+        p = self.path(f)
+        if not p.exists():
+            raise StoreError(f"{p}: listed in the manifest but missing")
+        if p.stat().st_size != f.size:
+            raise StoreError(f"{p}: {p.stat().st_size} bytes, the manifest says {f.size}")
+        if verify and hash_file(p)[1] != f.sha256:
+            raise StoreError(f"{p}: sha256 differs from the manifest (corrupt or stale)")
+        return p
+
+    # --- writing ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".manifest.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def write_tile(self, tile: GridTile | str, year: int, embeddings: np.ndarray,
+                   scales: np.ndarray, mask: np.ndarray | None = None, *, version: str,
+                   crs: Any = None, transform: Any = None) -> TileEntry:
+        """Write one tile-year (int8 (H, W, D), float32 (H, W) with NaN = no data, uint8 mask,
+        default: finite scales) and record it in the manifest, replacing an older entry.
+        CRS and transform default to the grid tile's own; a different shape than the tile's 10 m
+        raster needs both given (e.g. coarser test stores)."""
+        tile = parse_tile_name(tile) if isinstance(tile, str) else tile
+        embeddings, scales = np.asarray(embeddings), np.asarray(scales)
+        if embeddings.dtype != np.int8 or embeddings.ndim != 3:
+            raise StoreError(f"{tile.name} {year}: embeddings must be int8 (H, W, D), got "
+                             f"{embeddings.dtype} {embeddings.shape}")
+        h, w = embeddings.shape[:2]
+        if scales.shape != (h, w):
+            raise StoreError(f"{tile.name} {year}: scales of shape {scales.shape}, expected "
+                             f"{(h, w)}")
+        if crs is None or transform is None:
+            g = tile.target_grid()
+            if (g.height, g.width) != (h, w):
+                raise StoreError(f"{tile.name} {year}: arrays of {h} x {w} px but the tile's "
+                                 f"10 m raster is {g.height} x {g.width}; give crs and transform")
+            crs, transform = crs or g.crs, transform or g.transform
+        if mask is None:
+            mask = np.isfinite(scales).astype(np.uint8)
+        if mask.shape != (h, w):
+            raise StoreError(f"{tile.name} {year}: mask of shape {mask.shape}, expected {(h, w)}")
+        from rasterio.crs import CRS
+
+        crs = CRS.from_user_input(crs)
+        finals = {k: self.root / relpath(k, year, tile.name) for k in FILE_KINDS}
+        tmps = {k: _tmp_sibling(p) for k, p in finals.items()}
+        try:
+            for k, arr in (("embeddings", embeddings), ("scales", scales.astype(np.float32))):
+                with open(tmps[k], "wb") as f:  # a file object: np.save would append ".npy"
+                    np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
+            write_mask(tmps["mask"], mask, crs, transform)
+            files = {}
+            for k in FILE_KINDS:
+                size, sha = hash_file(tmps[k])
+                files[k] = FileEntry(relpath(k, year, tile.name), size, sha)
+            entry = TileEntry(tile.name, tile.lon, tile.lat, int(year), version,
+                              crs.to_string(), tuple(transform)[:6], w, h,
+                              int(np.isfinite(scales).sum()), files)
+            with self._locked():
+                for k in FILE_KINDS:
+                    os.replace(tmps[k], finals[k])
+                self.manifest().upsert([entry]).write(self.manifest_path)
+        except BaseException:
+            for t in tmps.values():
+                t.unlink(missing_ok=True)
+            raise
+        return entry
+
+    # --- checking ---------------------------------------------------------------------------------
+    def check(self, verify_hashes: bool = True, progress: Any = None) -> CheckReport:
+        """Every listed file against the manifest (existence, size, sha256), and the files of the
+        layout that no manifest row lists (stale leftovers)."""
+        try:
+            man = self.manifest()
+        except ManifestError as exc:
+            raise StoreError(str(exc)) from None
+        rep = CheckReport()
+        listed: set[str] = set()
+        for e in man.entries():
+            for f in e.files.values():
+                listed.add(f.path)
+                p = self.root / f.path
+                rep.checked += 1
+                if not p.exists():
+                    rep.missing.append(f.path)
+                elif p.stat().st_size != f.size:
+                    rep.size_mismatch.append(f.path)
+                elif verify_hashes and hash_file(p)[1] != f.sha256:
+                    rep.hash_mismatch.append(f.path)
+                if progress is not None:
+                    progress(f.size)
+        for p in sorted(self.root.glob("[0-9]*/grid_*/*")):
+            rel = p.relative_to(self.root).as_posix()
+            if p.is_file() and rel not in listed:
+                rep.unlisted.append(rel)
+        return rep
