@@ -38,6 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="model weights (default: the shipped ones, else a random init)")
     ap.add_argument("--preset", default=None,
                     help="model preset for the random init when no weights exist (default tiny)")
+    ap.add_argument("--random-init", action="store_true",
+                    help="the control: a seeded random init of --preset, ignoring shipped weights")
     ap.add_argument("--out", type=Path, required=True, help="output folder")
     ap.add_argument("--data", type=Path, default=EXTRACTIONS, help="extraction tables folder")
     ap.add_argument("--tables", nargs="+", default=list(TABLES), help="table file names")
@@ -71,8 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"real data not available: {args.data} lacks {', '.join(missing)}", file=sys.stderr)
         return 2
-    checkpoint = args.checkpoint or shipped_checkpoint()
-    model, meta = resolve_model(args.checkpoint, args.preset)
+    if args.random_init:
+        if args.checkpoint:
+            print("--random-init and --checkpoint exclude each other", file=sys.stderr)
+            return 2
+    checkpoint = args.checkpoint or (None if args.random_init else shipped_checkpoint())
+    model, meta = resolve_model(args.checkpoint, args.preset, use_shipped=not args.random_init)
     random_init = bool(meta.get("random_init"))
     if random_init:
         model_desc = f"RANDOM INIT (preset {meta.get('preset')}, init seed {meta.get('init_seed')})"

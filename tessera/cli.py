@@ -29,8 +29,13 @@ def warn_random_init(meta: dict) -> None:
 @app.command()
 @user_errors
 def embed(
-    tile_dir: Path = typer.Argument(..., help="Tile folder in the published layout."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output folder."),
+    tile_dir: Path = typer.Argument(..., help="Tile folder in the published layout (with --store "
+                                    "also a `tessera preprocess --tile` output folder)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder."),
+    store: Optional[Path] = typer.Option(None, help="Write into this store instead (published "
+                                         "per-year layout + manifest); needs --year."),
+    grid_tile: Optional[str] = typer.Option(None, help="With --store: the grid tile "
+                                            "grid_{lon}_{lat} (default: the input's name)."),
     checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint: ours (.safetensors + .json) "
                                               "or the published layout (.pt/.pth)."),
     preset: Optional[str] = typer.Option(None, help="Model preset (tiny, small, v1) when no "
@@ -51,18 +56,37 @@ def embed(
                                       "that lack only one sensor (default: NaN = no data)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Embed a tile folder to int8 embeddings + per-pixel scales (and optionally a GeoTIFF)."""
-    from tessera.infer import Embedder, embed_tile, resolve_model
+    """Embed a tile folder to int8 embeddings + per-pixel scales (and optionally a GeoTIFF),
+    or a grid tile into a store (--store)."""
+    from tessera.infer import Embedder, embed_tile, resolve_model, shipped_checkpoint
 
     from tessera.dpixel import Tile
 
     if geotiff_dtype not in ("float32", "int8"):
         fail(f"--geotiff-dtype {geotiff_dtype!r}: expected float32 or int8")
-    tile = Tile.open(tile_dir)  # bad input is reported before any model work
+    if (output is None) == (store is None):
+        fail("give exactly one of -o/--output (a folder) and --store (a store)")
+    if store is not None and year is None:
+        fail("--store needs --year (the store is laid out by year)")
+    if store is None:
+        tile = Tile.open(tile_dir)  # bad input is reported before any model work
     model, meta = resolve_model(checkpoint, preset, seed=seed)
     embedder = Embedder(model, device=device, batch_size=batch_size, sampling=sampling,
                         seed=seed, bf16=bf16)
     warn_random_init(meta)
+    if store is not None:
+        from tessera.store.local import LocalStore
+        from tessera.store.writer import embed_to_store, version_label
+
+        weights = checkpoint if checkpoint is not None else (
+            None if meta.get("random_init") else shipped_checkpoint())
+        entry = embed_to_store(embedder, tile_dir, LocalStore(store), year, grid_tile,
+                               version=version_label(meta, weights), meta=meta,
+                               progress=progress, keep_partial=keep_partial)
+        console.print(f"wrote {entry.tile} {entry.year} into {store} ({entry.height} x "
+                      f"{entry.width} px, {entry.valid_pixels} with data, {entry.crs}; "
+                      f"version {entry.version})")
+        return
     out = embed_tile(embedder, tile, output, name, geotiff=geotiff_dtype if geotiff else None,
                      year=year, keep_partial=keep_partial, progress=progress, meta=meta)
     console.print(f"wrote {out.embeddings} (int8), {out.scales.name}, {out.flags.name}"
@@ -79,6 +103,10 @@ def simulate(
     size: int = typer.Option(256, help="Tile height and width in pixels."),
     seed: int = typer.Option(0),
     year: int = typer.Option(2022),
+    grid_tile: Optional[str] = typer.Option(None, help="Place the tile on this grid tile's "
+                                            "raster (grid_{lon}_{lat}; --size is ignored)."),
+    resolution: float = typer.Option(10.0, help="Pixel size in metres (with --grid-tile, e.g. "
+                                     "100 for a small test tile)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
 ) -> None:
     """Write a SIMULATED tile folder (synthetic fields, clouds, S1) in the published layout."""
@@ -86,10 +114,21 @@ def simulate(
 
     if size < 1:
         fail(f"--size {size}: expected a positive number of pixels")
+    if resolution <= 0:
+        fail(f"--resolution {resolution}: expected a positive number of metres")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         fail(f"{out_dir}: exists and is not empty (use --overwrite)")
-    path = simulate_tile(out_dir, SimConfig(height=size, width=size, seed=seed, year=year))
-    console.print(f"wrote SIMULATED tile {path} ({size} x {size} px, seed {seed}, year {year})")
+    cfg = SimConfig(height=size, width=size, seed=seed, year=year, resolution=resolution)
+    if grid_tile is not None:
+        from tessera.store.grid import parse_tile_name
+
+        g = parse_tile_name(grid_tile).target_grid(resolution)
+        cfg = SimConfig(height=g.height, width=g.width, seed=seed, year=year,
+                        resolution=resolution, crs=g.crs.to_string(),
+                        origin=(g.transform.c, g.transform.f))
+    path = simulate_tile(out_dir, cfg)
+    console.print(f"wrote SIMULATED tile {path} ({cfg.height} x {cfg.width} px at "
+                  f"{resolution:g} m, {cfg.crs}, seed {seed}, year {year})")
 
 
 @app.command()
@@ -148,10 +187,11 @@ def info() -> None:
 
 def _register_commands() -> None:
     """Commands that live in their own modules."""
-    from tessera import cli_points, cli_preprocess, cli_train
+    from tessera import cli_points, cli_preprocess, cli_store, cli_train
     cli_points.register(app)
     cli_preprocess.register(app)
     cli_train.register(app)
+    cli_store.register(app)
 
 
 _register_commands()

@@ -40,8 +40,8 @@ FLAG_NAMES = {FLAG_NO_S2: "no valid S2", FLAG_NO_S1: "no valid S1", FLAG_OUTSIDE
 CPU_BATCH_SIZE = 64
 GPU_BATCH_SIZE = 1024
 
-RANDOM_INIT_WARNING = ("model weights are RANDOMLY INITIALISED (no trained weights given or "
-                       "shipped yet): the embeddings carry no learned meaning")
+RANDOM_INIT_WARNING = ("model weights are RANDOMLY INITIALISED (no trained weights for this "
+                       "preset given or shipped): the embeddings carry no learned meaning")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -60,8 +60,9 @@ def shipped_checkpoint() -> Path | None:
 
 
 def resolve_model(checkpoint: str | os.PathLike | None = None, preset: str | None = None,
-                  seed: int = 0) -> tuple[TesseraModel, dict[str, Any]]:
-    """The model to embed with: a checkpoint, else shipped weights, else a seeded random init.
+                  seed: int = 0, use_shipped: bool = True) -> tuple[TesseraModel, dict[str, Any]]:
+    """The model to embed with: a checkpoint, else shipped weights (unless `use_shipped` is
+    False, e.g. for a random-init control), else a seeded random init.
 
     Metadata says which (`random_init: True` for the last, and callers must say so plainly).
     """
@@ -71,7 +72,7 @@ def resolve_model(checkpoint: str | os.PathLike | None = None, preset: str | Non
             raise ValueError(f"--preset {preset} contradicts the checkpoint's preset "
                              f"{meta.get('preset')!r} ({checkpoint})")
         return model.eval(), meta
-    shipped = shipped_checkpoint()
+    shipped = shipped_checkpoint() if use_shipped else None
     if shipped is not None and (preset is None or preset == _preset_of(shipped)):
         model, meta = load_checkpoint(shipped)
         return model.eval(), meta

@@ -1,0 +1,128 @@
+"""Embedding a grid tile into a store: `tessera embed INPUT --store STORE --year Y`.
+
+INPUT is either one tile folder covering the grid tile (e.g. `tessera simulate --grid-tile`) or
+the output folder of `tessera preprocess --tile grid_{lon}_{lat}` (a `region.json` and its patch
+folders `{x0}_{y0}_{x1}_{y1}`), whose patches are embedded one by one and pasted at their
+offsets. The input's grid must be the grid tile's own raster (UTM zone of the centre, bounds
+snapped to the pixel size): that is checked, so a store never holds a tile on the wrong grid.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tessera.store.grid import GridError, GridTile, parse_tile_name
+from tessera.store.local import LocalStore, StoreError
+from tessera.store.manifest import TileEntry
+
+_PATCH = re.compile(r"^(\d+)_(\d+)_(\d+)_(\d+)$")
+
+
+def _same_grid(crs: Any, transform: Any, shape: tuple[int, int], tile: GridTile) -> str | None:
+    """None when (crs, transform, shape) is the tile's raster at that pixel size, else why not."""
+    from rasterio.crs import CRS
+
+    g = tile.target_grid(abs(float(transform.a)))
+    if CRS.from_user_input(crs) != g.crs:
+        return f"CRS {CRS.from_user_input(crs).to_string()} but the tile is in {g.crs.to_string()}"
+    if not np.allclose(list(transform)[:6], list(g.transform)[:6], atol=1e-6):
+        return f"transform {tuple(transform)[:6]} but the tile's is {tuple(g.transform)[:6]}"
+    if tuple(shape) != (g.height, g.width):
+        return f"{shape[0]} x {shape[1]} px but the tile is {g.height} x {g.width}"
+    return None
+
+
+def _inputs(source: Path) -> tuple[list[tuple[Path, int, int]], Any, Any, tuple[int, int], str]:
+    """[(patch folder, x0, y0)], crs, transform, (height, width), region name."""
+    from tessera.dpixel import Tile
+
+    region_file = source / "region.json"
+    if region_file.exists():
+        from affine import Affine
+        from rasterio.crs import CRS
+
+        try:
+            doc = json.loads(region_file.read_text())
+            grid = doc["grid"]
+            crs, transform = CRS.from_user_input(grid["crs"]), Affine(*grid["transform"][:6])
+            shape, name = (int(grid["height"]), int(grid["width"])), str(grid.get("name", ""))
+            names = list(doc["patches"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"{region_file}: not a preprocessing region file ({exc})") from None
+        patches = []
+        for n in names:
+            m = _PATCH.match(n)
+            if not m:
+                raise StoreError(f"{region_file}: patch name {n!r}: expected x0_y0_x1_y1")
+            if not (source / n / "bands.npy").exists():
+                raise StoreError(f"{source / n}: patch listed in {region_file.name} is missing "
+                                 "(rerun tessera preprocess, it resumes)")
+            patches.append((source / n, int(m.group(1)), int(m.group(2))))
+        return patches, crs, transform, shape, name
+    tile = Tile.open(source)
+    return [(source, 0, 0)], tile.crs, tile.transform, tile.shape, source.name
+
+
+def embed_to_store(embedder: Any, source: str | Path, store: LocalStore, year: int,
+                   grid_tile: str | None = None, version: str = "", meta: dict | None = None,
+                   progress: bool = True, keep_partial: bool = False) -> TileEntry:
+    """Embed INPUT (see the module docstring) and write it as tile-year `year` of `store`."""
+    from tessera.dpixel import Tile
+    from tessera.infer import embed_tile
+
+    source = Path(source)
+    if not source.exists():
+        raise StoreError(f"{source}: no such tile or preprocessing folder")
+    patches, crs, transform, (h, w), region_name = _inputs(source)
+    name = grid_tile or region_name
+    try:
+        tile = parse_tile_name(name)
+    except GridError as exc:
+        raise StoreError(f"{source}: give --grid-tile grid_{{lon}}_{{lat}} (the input's name "
+                         f"{region_name!r} is not a grid tile: {exc})") from None
+    why = _same_grid(crs, transform, (h, w), tile)
+    if why:
+        raise StoreError(f"{source}: not on the grid of {tile.name}: {why} (preprocess with "
+                         f"--tile {tile.name}, or simulate with --grid-tile {tile.name})")
+    latent = embedder.model.config.latent_dim
+    q = np.zeros((h, w, latent), np.int8)
+    scales = np.full((h, w), np.nan, np.float32)
+    with tempfile.TemporaryDirectory(prefix=".embed.", dir=_tmp_parent(store)) as tmp:
+        for i, (folder, x0, y0) in enumerate(patches):
+            t = Tile.open(folder)
+            ph, pw = t.shape
+            if y0 + ph > h or x0 + pw > w:
+                raise StoreError(f"{folder}: patch of {ph} x {pw} px at ({x0}, {y0}) overruns "
+                                 f"the {h} x {w} region")
+            out = embed_tile(embedder, t, tmp, f"p{i}", keep_partial=keep_partial,
+                             progress=progress, meta=meta)
+            q[y0:y0 + ph, x0:x0 + pw] = np.load(out.embeddings)
+            scales[y0:y0 + ph, x0:x0 + pw] = np.load(out.scales)
+    roi = tile.target_grid(abs(float(transform.a))).roi()
+    scales[roi == 0] = np.nan
+    q[roi == 0] = 0
+    return store.write_tile(tile, year, q, scales, roi, version=version, crs=crs,
+                            transform=transform)
+
+
+def _tmp_parent(store: LocalStore) -> Path:
+    store.root.mkdir(parents=True, exist_ok=True)
+    return store.root
+
+
+def version_label(meta: dict, weights: str | Path | None = None) -> str:
+    """What produced the embeddings, for the manifest's `version` column: software version,
+    preset and the first 12 hex digits of the weights file's sha256 (or RANDOM INIT)."""
+    from tessera import __version__
+    from tessera.store.manifest import hash_file
+
+    if meta.get("random_init"):
+        return f"tessera-eo {__version__}, {meta.get('preset')} RANDOM INIT"
+    sha = f" weights {hash_file(weights)[1][:12]}" if weights else ""
+    return f"tessera-eo {__version__}, {meta.get('preset')}{sha}"
