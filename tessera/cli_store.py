@@ -10,7 +10,47 @@ import typer
 
 from tessera.cli_errors import console, fail, user_errors
 
-STORE_HELP = "Store: a directory or an http(s):// URL (`tessera serve`)."
+STORE_HELP = ("Store: a directory or an http(s):// URL (`tessera serve`); default "
+              "$TESSERA_STORE.")
+
+
+def _store_opt() -> Any:
+    return typer.Option(..., "--store", "-s", envvar="TESSERA_STORE", help=STORE_HELP)
+
+
+def _region_opts() -> tuple[Any, Any, Any]:
+    return (typer.Option(None, help="west,south,east,north in degrees (west > east crosses "
+                         "the antimeridian)."),
+            typer.Option(None, help="GeoJSON polygon file (lon/lat)."),
+            typer.Option(None, "--tile", help="grid_{lon}_{lat} (repeatable)."))
+
+
+def _points_table(path: Path) -> Any:
+    """CSV / Parquet with lon + lat columns, or GeoJSON points -> a DataFrame with lon, lat."""
+    import json
+
+    import pandas as pd
+
+    if not path.exists():
+        fail(f"{path}: points file not found")
+    name = path.name.lower()
+    if name.endswith((".geojson", ".json")):
+        from tessera.store.client import points_lonlat
+
+        lon, lat = points_lonlat(path)
+        doc = json.loads(path.read_text())
+        props = [f.get("properties") or {} for f in doc.get("features", [doc])]
+        df = pd.DataFrame(props)
+        df["lon"], df["lat"] = lon, lat
+        return df
+    df = pd.read_parquet(path) if name.endswith((".parquet", ".pq")) else pd.read_csv(path)
+    cols = {c.lower(): c for c in df.columns}
+    lon = next((cols[c] for c in ("lon", "longitude", "x") if c in cols), None)
+    lat = next((cols[c] for c in ("lat", "latitude", "y") if c in cols), None)
+    if lon is None or lat is None:
+        fail(f"{path}: needs lon and lat columns (or longitude/latitude), found "
+             f"{', '.join(map(str, df.columns))}")
+    return df.rename(columns={lon: "lon", lat: "lat"})
 
 
 def parse_region(bbox: Optional[str], region: Optional[Path], tiles: Optional[List[str]]) -> Any:
@@ -87,10 +127,130 @@ def register(app: typer.Typer) -> None:
                    on_ready=lambda srv: console.print(
                        f"serving {store} ({len(man)} tile-years) at {srv.url}/  (Ctrl-C stops)"))
 
+    bbox_o, region_o, tile_o = _region_opts()
+
+    @app.command()
+    @user_errors
+    def download(
+        year: int = typer.Option(..., help="Year."),
+        output: Optional[Path] = typer.Option(None, "-o", "--output", help="Folder (npy, tiff) "
+                                              "or .zarr path (zarr)."),
+        store: str = _store_opt(),
+        bbox: Optional[str] = bbox_o, region: Optional[Path] = region_o,
+        tile: Optional[List[str]] = tile_o,
+        fmt: str = typer.Option("npy", "-f", "--format", help="npy (the store's files, "
+                                "verified: the output is itself a store), tiff (one GeoTIFF "
+                                "per tile, native UTM) or zarr (one group per UTM zone)."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be read, "
+                                     "downloaded and written; do nothing."),
+        cache: Optional[Path] = typer.Option(None, help="Download cache (HTTP stores)."),
+        progress: bool = typer.Option(True, "--progress/--no-progress"),
+    ) -> None:
+        """Fetch the tiles of a region and year: verified (size + sha256), resumable, into a
+        folder in the published layout, per-tile GeoTIFFs or Zarr."""
+        import warnings
+
+        from tessera.store.client import MissingTilesWarning
+
+        if fmt not in ("npy", "tiff", "zarr"):
+            fail(f"--format {fmt!r}: expected npy, tiff or zarr")
+        where = parse_region(bbox, region, tile)
+        client = _client(store, cache)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MissingTilesWarning)  # the plan reports them
+            plan = client.dry_run(where, year, formats=[{"npy": "memory", "tiff": "tiles",
+                                                         "zarr": "zarr"}[fmt]])
+        console.print(str(plan).replace("(memory)", "(npy)"), highlight=False)
+        if dry_run:
+            return
+        if output is None:
+            fail("-o/--output is required (or --dry-run)")
+        if not plan.tiles_present:
+            fail(f"none of the region's tiles is in the store for {year}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MissingTilesWarning)
+            if fmt == "npy":
+                entries = _mirror(client, where, year, output, progress)
+                console.print(f"wrote {len(entries)} tiles (verified) into the store {output}")
+            elif fmt == "tiff":
+                res = client.export_tiles_geotiff(where, year, output)
+                console.print(f"wrote {len(res.written)} GeoTIFFs under {output} "
+                              f"({len(res.skipped)} already there)")
+            else:
+                console.print(f"wrote {client.export_zarr(where, year, output)}")
+
+    @app.command()
+    @user_errors
+    def sample(
+        points: Path = typer.Argument(..., help="CSV/Parquet with lon, lat columns, or GeoJSON "
+                                      "points."),
+        year: int = typer.Option(..., help="Year."),
+        output: Path = typer.Option(..., "-o", "--output", help="Output .parquet."),
+        store: str = _store_opt(),
+        cache: Optional[Path] = typer.Option(None, help="Download cache (HTTP stores)."),
+    ) -> None:
+        """Embeddings at points: the input columns + status (valid / nodata / outside) +
+        emb_000..emb_127 (float32, NaN unless valid). One read per tile."""
+        import pandas as pd
+
+        from tessera.table import write_parquet
+
+        df = _points_table(points)
+        emb, status = _client(store, cache).sample_points(
+            (df["lon"].to_numpy(float), df["lat"].to_numpy(float)), year)
+        out = pd.concat([df.reset_index(drop=True), pd.DataFrame({"status": status}),
+                         pd.DataFrame(emb, columns=[f"emb_{i:03d}" for i in range(emb.shape[1])])],
+                        axis=1)
+        write_parquet(out, output)
+        counts = pd.Series(status).value_counts()
+        console.print(f"wrote {output}: {len(out)} points, " + ", ".join(
+            f"{counts.get(k, 0)} {k}" for k in ("valid", "nodata", "outside")))
+
+    @app.command()
+    @user_errors
+    def export(
+        year: int = typer.Option(..., help="Year."),
+        output: Path = typer.Option(..., "-o", "--output", help="OUT.tif (one GeoTIFF, one UTM "
+                                    "zone) or OUT.zarr."),
+        store: str = _store_opt(),
+        bbox: Optional[str] = bbox_o, region: Optional[Path] = region_o,
+        tile: Optional[List[str]] = tile_o,
+        dtype: str = typer.Option("float32", help="GeoTIFF: float32, or int8 (+ OUT_scales.tif)."),
+        crs: Optional[str] = typer.Option(None, help="Output CRS (default: the UTM zone of the "
+                                          "region's centre)."),
+        overwrite: bool = typer.Option(False, "--overwrite"),
+        dry_run: bool = typer.Option(False, "--dry-run"),
+        cache: Optional[Path] = typer.Option(None, help="Download cache (HTTP stores)."),
+    ) -> None:
+        """A region as one GeoTIFF mosaic (tiled, compressed, BigTIFF when needed) or Zarr v3,
+        streamed window by window (memory does not grow with the region)."""
+        import warnings
+
+        from tessera.store.client import MissingTilesWarning
+
+        where = parse_region(bbox, region, tile)
+        client = _client(store, cache)
+        is_zarr = output.suffix.lower() == ".zarr"
+        if not is_zarr and output.suffix.lower() not in (".tif", ".tiff"):
+            fail(f"{output}: expected a .tif/.tiff or .zarr output")
+        fmt = "zarr" if is_zarr else ("geotiff-int8" if dtype == "int8" else "geotiff")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MissingTilesWarning)
+            console.print(str(client.dry_run(where, year, formats=[fmt], crs=crs)),
+                          highlight=False)
+            if dry_run:
+                return
+            if is_zarr:
+                path = client.export_zarr(where, year, output, overwrite=overwrite)
+            else:
+                path = client.export_geotiff(where, year, output, dtype=dtype, crs=crs,
+                                             overwrite=overwrite)
+        console.print(f"wrote {path}")
+
     @app.command()
     @user_errors
     def coverage(
-        store: str = typer.Argument(..., help=STORE_HELP),
+        store: str = _store_opt(),
         png: Optional[Path] = typer.Option(None, "-o", "--output", help="Coverage map PNG."),
         cache: Optional[Path] = typer.Option(None, help="Download cache (HTTP stores)."),
     ) -> None:
@@ -107,7 +267,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     @user_errors
     def visualize(
-        store: str = typer.Argument(..., help=STORE_HELP),
+        store: str = _store_opt(),
         year: int = typer.Option(..., help="Year."),
         output: Path = typer.Option(..., "-o", "--output", help="PNG of the region mosaic."),
         bbox: Optional[str] = typer.Option(None, help="west,south,east,north in degrees."),
@@ -143,3 +303,37 @@ def register(app: typer.Typer) -> None:
             console.print(f"wrote {len(done)} tile GeoTIFFs under {tiles_dir}")
         if pca_out is not None:
             console.print(f"wrote {out.pca.save(pca_out)}")
+
+
+def _mirror(client: Any, region: Any, year: int, out: Path, progress: bool) -> list:
+    """Copy the region's tile files (verified by the store: size + sha256) into `out` in the
+    published layout and write `out`'s manifest, so the output is itself a store. Files already
+    there with the right size and hash are kept (a rerun resumes)."""
+    import os
+    import shutil
+
+    from rich.progress import Progress
+
+    from tessera.store.local import LocalStore
+    from tessera.store.manifest import hash_file
+
+    _, present, _ = client.plan(region, year)
+    dest = LocalStore(out)
+    done = []
+    with Progress(console=console, disable=not progress, transient=True) as bar:
+        task = bar.add_task("download", total=sum(e.nbytes for e in present))
+        for e in present:
+            for f in e.files.values():
+                target = out / f.path
+                if not (target.exists() and target.stat().st_size == f.size
+                        and hash_file(target)[1] == f.sha256):
+                    src = client.store.open_file(f)  # verified (and cached, over HTTP)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = target.with_name(f".{target.name}.partial")
+                    shutil.copyfile(src, tmp)
+                    os.replace(tmp, target)
+                bar.advance(task, f.size)
+            done.append(e)
+            with dest._locked():
+                dest.manifest().upsert([e]).write(dest.manifest_path)
+    return done
