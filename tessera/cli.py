@@ -141,6 +141,8 @@ def demo(
                              "split and the head."),
     label_fraction: float = typer.Option(0.01, help="Share of the labelled pixels the head is "
                                          "trained on (stratified); it is scored on the rest."),
+    random_init: bool = typer.Option(False, "--random-init", help="Ignore the shipped weights: "
+                                     "the control run with a seeded random init."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """SIMULATED data end to end: simulate a tile, embed it (shipped weights, else a random
@@ -153,6 +155,7 @@ def demo(
     if not 0 < label_fraction < 1:
         fail(f"--label-fraction {label_fraction}: expected a number in (0, 1)")
     run_demo(out_dir, size=size, seed=seed, progress=progress, fraction=label_fraction,
+             random_init=random_init,
              log=lambda m: console.print(m, highlight=False, markup=False))
 
 

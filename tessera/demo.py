@@ -217,9 +217,9 @@ def _step(enabled: bool, what: str) -> Iterator[None]:
 
 def run_demo(out_dir: str | Path, size: int = 256, seed: int = 0,
              log: Callable[[str], None] = print, progress: bool = True,
-             fraction: float = 0.01) -> dict:
+             fraction: float = 0.01, random_init: bool = False) -> dict:
     """Run the demo into `out_dir` (see the module docstring); returns paths, the summary and
-    the predicted class map."""
+    the predicted class map. `random_init` ignores the shipped weights (the control run)."""
     from tessera.infer import (RANDOM_INIT_WARNING, Embedder, embed_tile, resolve_model,
                                shipped_checkpoint)
     from tessera.simulate import CLASSES, SimConfig, simulate_tile
@@ -245,7 +245,7 @@ def run_demo(out_dir: str | Path, size: int = 256, seed: int = 0,
     log(f"1/5 simulated a {size} x {size} px tile -> {tile}  [{SIMULATED_NOTE}] "
         f"({lap('simulate'):.1f} s)")
 
-    model, meta = resolve_model(seed=seed)
+    model, meta = resolve_model(seed=seed, use_shipped=not random_init)
     random_init = bool(meta.get("random_init"))
     shipped = None if random_init else shipped_checkpoint()
     if random_init:

@@ -60,6 +60,9 @@ def save_checkpoint(model: TesseraModel, path: str | os.PathLike, preset: str | 
                          (js_path, lambda p: Path(p).write_text(json.dumps(meta, indent=2)))):
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
         os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; weights are ordinary files
         try:
             write(tmp)
             os.replace(tmp, final)
