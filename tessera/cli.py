@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -29,8 +29,10 @@ def warn_random_init(meta: dict) -> None:
 @app.command()
 @user_errors
 def embed(
-    tile_dir: Path = typer.Argument(..., help="Tile folder in the published layout (with --store "
-                                    "also a `tessera preprocess --tile` output folder)."),
+    tile_dirs: List[Path] = typer.Argument(..., metavar="TILE_DIR...", help="Tile folder in "
+                                           "the published layout; with --store one or more grid "
+                                           "tiles (tile folders on the grid or `tessera "
+                                           "preprocess --tile` output folders)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder."),
     store: Optional[Path] = typer.Option(None, help="Write into this store instead (published "
                                          "per-year layout + manifest); needs --year."),
@@ -68,6 +70,15 @@ def embed(
         fail("give exactly one of -o/--output (a folder) and --store (a store)")
     if store is not None and year is None:
         fail("--store needs --year (the store is laid out by year)")
+    if store is None and len(tile_dirs) != 1:
+        fail(f"{len(tile_dirs)} inputs with -o: give one tile folder (several go with --store)")
+    if store is not None and grid_tile is not None and len(tile_dirs) != 1:
+        fail("--grid-tile names one tile: give one input with it")
+    missing = [str(d) for d in tile_dirs if not d.exists()]
+    if missing:
+        fail(f"{missing[0]}: not a tile folder (directory not found)" + (f" (and {len(missing) - 1} more)"
+                                                     if len(missing) > 1 else ""))
+    tile_dir = tile_dirs[0]
     if store is None:
         tile = Tile.open(tile_dir)  # bad input is reported before any model work
     model, meta = resolve_model(checkpoint, preset, seed=seed)
@@ -80,12 +91,14 @@ def embed(
 
         weights = checkpoint if checkpoint is not None else (
             None if meta.get("random_init") else shipped_checkpoint())
-        entry = embed_to_store(embedder, tile_dir, LocalStore(store), year, grid_tile,
-                               version=version_label(meta, weights), meta=meta,
-                               progress=progress, keep_partial=keep_partial)
-        console.print(f"wrote {entry.tile} {entry.year} into {store} ({entry.height} x "
-                      f"{entry.width} px, {entry.valid_pixels} with data, {entry.crs}; "
-                      f"version {entry.version})")
+        version = version_label(meta, weights)
+        for i, src in enumerate(tile_dirs, 1):
+            entry = embed_to_store(embedder, src, LocalStore(store), year, grid_tile,
+                                   version=version, meta=meta, progress=progress,
+                                   keep_partial=keep_partial)
+            console.print(f"[{i}/{len(tile_dirs)}] wrote {entry.tile} {entry.year} into {store} "
+                          f"({entry.height} x {entry.width} px, {entry.valid_pixels} with data, "
+                          f"{entry.crs}; version {entry.version})", highlight=False)
         return
     out = embed_tile(embedder, tile, output, name, geotiff=geotiff_dtype if geotiff else None,
                      year=year, keep_partial=keep_partial, progress=progress, meta=meta)

@@ -42,7 +42,7 @@ def test_embed_into_store_matches_a_direct_embedding(grid_tile_dir, tmp_path):
     res = run("embed", grid_tile_dir, "--store", tmp_path / "store", "--year", "2022",
               "--no-progress")
     assert res.exit_code == 0, res.output
-    assert f"wrote {TILE} 2022" in res.output
+    assert f"wrote {TILE} 2022" in res.output and "[1/1]" in res.output
     store = LocalStore(tmp_path / "store")
     entry = store.manifest().entry(TILE, 2022)
     assert entry.crs == "EPSG:32632" and "tiny" in entry.version
@@ -106,6 +106,11 @@ def test_refusals(grid_tile_dir, tmp_path):
     res = run("embed", grid_tile_dir, "--store", tmp_path / "s", "--year", "2022",
               "--grid-tile", "grid_6.1_45.05", "--no-progress")
     assert res.exit_code == 2 and "grid_" in res.output
+    res = run("embed", grid_tile_dir, grid_tile_dir, "-o", tmp_path / "o", "--no-progress")
+    assert res.exit_code == 2 and "give one tile folder" in res.output
+    res = run("embed", grid_tile_dir, tmp_path / "nope", "--store", tmp_path / "s", "--year",
+              "2022", "--no-progress")
+    assert res.exit_code == 2 and "nope: not a tile folder" in res.output
 
 
 def _writer(root, tiles, seed):
