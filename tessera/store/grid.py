@@ -195,11 +195,13 @@ def tiles_of_points(lon: Iterable[float], lat: Iterable[float]) -> np.ndarray:
     (-9999, -9999) (not finite, outside lon/lat or outside UTM's range)."""
     lon = np.asarray(lon, dtype=np.float64)
     lat = np.asarray(lat, dtype=np.float64)
+    lo, hi = UTM_LAT_RANGE
+    finite = np.isfinite(lon) & np.isfinite(lat)
+    lon, lat = np.where(finite, lon, 0.0), np.where(finite, lat, 0.0)
     ix = np.floor(np.round(lon * 10.0, 9)).astype(np.int64)
     iy = np.floor(np.round(lat * 10.0, 9)).astype(np.int64)
     ix = (ix + _N_LON // 2) % _N_LON - _N_LON // 2
-    lo, hi = UTM_LAT_RANGE
-    ok = (np.isfinite(lon) & np.isfinite(lat) & (np.abs(lon) <= 180) & (lat >= lo) & (lat < hi))
+    ok = finite & (np.abs(lon) <= 180) & (lat >= lo) & (lat < hi)
     out = np.stack([ix, iy], axis=1)
     out[~ok] = -9999
     return out
