@@ -144,6 +144,7 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be read, "
                                      "downloaded and written; do nothing."),
         cache: Optional[Path] = typer.Option(None, help="Download cache (HTTP stores)."),
+        jobs: int = typer.Option(4, help="Tiles downloaded at once (npy)."),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
     ) -> None:
         """Fetch the tiles of a region and year: verified (size + sha256), resumable, into a
@@ -170,7 +171,7 @@ def register(app: typer.Typer) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MissingTilesWarning)
             if fmt == "npy":
-                entries = _mirror(client, where, year, output, progress)
+                entries = _mirror(client, where, year, output, progress, jobs)
                 console.print(f"wrote {len(entries)} tiles (verified) into the store {output}")
             elif fmt == "tiff":
                 res = client.export_tiles_geotiff(where, year, output)
@@ -305,12 +306,16 @@ def register(app: typer.Typer) -> None:
             console.print(f"wrote {out.pca.save(pca_out)}")
 
 
-def _mirror(client: Any, region: Any, year: int, out: Path, progress: bool) -> list:
+def _mirror(client: Any, region: Any, year: int, out: Path, progress: bool, jobs: int = 4
+            ) -> list:
     """Copy the region's tile files (verified by the store: size + sha256) into `out` in the
-    published layout and write `out`'s manifest, so the output is itself a store. Files already
-    there with the right size and hash are kept (a rerun resumes)."""
+    published layout and write `out`'s manifest, so the output is itself a store. `jobs` tiles
+    travel at once (each file streamed, so memory stays flat). Files already there with the
+    right size and hash are kept, and a tile enters `out`'s manifest only once its three files
+    are in place: an interrupted download resumes where it stopped."""
     import os
     import shutil
+    from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from rich.progress import Progress
 
@@ -319,21 +324,40 @@ def _mirror(client: Any, region: Any, year: int, out: Path, progress: bool) -> l
 
     _, present, _ = client.plan(region, year)
     dest = LocalStore(out)
+
+    def fetch(e: Any, advance: Any) -> Any:
+        for f in e.files.values():
+            target = out / f.path
+            if not (target.exists() and target.stat().st_size == f.size
+                    and hash_file(target)[1] == f.sha256):
+                src = client.store.open_file(f)  # verified (and cached, over HTTP)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{target.name}.partial")
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, target)
+            advance(f.size)
+        return e
+
     done = []
-    with Progress(console=console, disable=not progress, transient=True) as bar:
+    with Progress(console=console, disable=not progress, transient=True) as bar, \
+            ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         task = bar.add_task("download", total=sum(e.nbytes for e in present))
-        for e in present:
-            for f in e.files.values():
-                target = out / f.path
-                if not (target.exists() and target.stat().st_size == f.size
-                        and hash_file(target)[1] == f.sha256):
-                    src = client.store.open_file(f)  # verified (and cached, over HTTP)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = target.with_name(f".{target.name}.partial")
-                    shutil.copyfile(src, tmp)
-                    os.replace(tmp, target)
-                bar.advance(task, f.size)
-            done.append(e)
+        futures = [pool.submit(fetch, e, lambda n: bar.advance(task, n)) for e in present]
+        def record(e: Any) -> None:
             with dest._locked():
                 dest.manifest().upsert([e]).write(dest.manifest_path)
+            done.append(e)
+
+        try:
+            for fut in as_completed(futures):
+                record(fut.result())
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            pool.shutdown(wait=True)
+            for fut in futures:  # tiles that finished meanwhile still count
+                if fut.done() and not fut.cancelled() and fut.exception() is None \
+                        and fut.result() not in done:
+                    record(fut.result())
+            raise
     return done

@@ -58,7 +58,7 @@ def test_download_dry_run_then_npy_mirror_over_http(url, store, tmp_path):
     assert not (tmp_path / "out").exists()
 
     res = run("download", "--store", url, "--bbox", BBOX, "--year", "2022", "-o",
-              tmp_path / "out", "--cache", cache, "--no-progress")
+              tmp_path / "out", "--cache", cache, "--no-progress", "--jobs", "3")
     assert res.exit_code == 0, res.output
     mirror = LocalStore(tmp_path / "out")
     assert sorted(mirror.manifest().tiles()) == sorted(TILES) and mirror.check().ok
@@ -167,3 +167,31 @@ def test_store_check_reports_a_tampered_file(tmp_path):
                   tmp_path / "out", "--cache", tmp_path / "c", "--no-progress")
     assert res.exit_code == 2 and "sha256" in res.output
     assert not (tmp_path / "out" / "2022" / TILES[0] / f.name).exists()
+
+
+def test_interrupted_download_resumes(store, tmp_path, monkeypatch):
+    from tessera.store.local import LocalStore as LS
+
+    real, calls = LS.open_file, []
+
+    def flaky(self, f, verify=False):
+        calls.append(f.path)
+        if len(calls) == 5:
+            raise OSError(28, "No space left on device")
+        return real(self, f, verify)
+
+    monkeypatch.setattr(LS, "open_file", flaky)
+    res = run("download", "--store", store, "--bbox", BBOX, "--year", "2022", "-o",
+              tmp_path / "m", "--no-progress", "--jobs", "1")
+    assert res.exit_code == 2 and "No space" in res.output
+    partial = LocalStore(tmp_path / "m")
+    rep = partial.check()
+    # every listed tile is complete and verified; the failed tile's finished files wait unlisted
+    assert 1 <= len(partial.manifest()) < 4 and rep.checked == 3 * len(partial.manifest())
+    assert not (rep.missing or rep.size_mismatch or rep.hash_mismatch)
+    assert not list((tmp_path / "m").rglob(".*.partial"))
+    monkeypatch.setattr(LS, "open_file", real)
+    res = run("download", "--store", store, "--bbox", BBOX, "--year", "2022", "-o",
+              tmp_path / "m", "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert len(LocalStore(tmp_path / "m").manifest()) == 4 and LocalStore(tmp_path / "m").check().ok
