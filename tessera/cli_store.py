@@ -159,9 +159,14 @@ def register(app: typer.Typer) -> None:
         client = _client(store, cache)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MissingTilesWarning)  # the plan reports them
-            plan = client.dry_run(where, year, formats=[{"npy": "memory", "tiff": "tiles",
-                                                         "zarr": "zarr"}[fmt]])
-        console.print(str(plan).replace("(memory)", "(npy)"), highlight=False)
+            plan = client.dry_run(where, year, formats=[] if fmt == "npy" else
+                                  [{"tiff": "tiles", "zarr": "zarr"}[fmt]])
+            report = str(plan)
+            if fmt == "npy":  # a mirror writes the store's own files (+ the small masks)
+                _, present, _ = client.plan(where, year)
+                report += (f"\nwould write (npy): {sum(e.nbytes for e in present) / 1e6:.1f} MB, "
+                           "the store's files as they are")
+        console.print(report, highlight=False)
         if dry_run:
             return
         if output is None:

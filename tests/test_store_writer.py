@@ -27,7 +27,7 @@ def run(*args):
 
 @pytest.fixture(scope="module")
 def grid_tile_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sim") / TILE
+    out = tmp_path_factory.mktemp("sim") / "my_tile"  # recognised from its raster, not its name
     res = run("simulate", out, "--grid-tile", TILE, "--resolution", RES, "--seed", "3")
     assert res.exit_code == 0, res.output
     return out
@@ -98,6 +98,11 @@ def test_refusals(grid_tile_dir, tmp_path):
     res = run("embed", grid_tile_dir, "--store", tmp_path / "s", "-o", tmp_path / "o",
               "--year", "2022", "--no-progress")
     assert res.exit_code == 2 and "exactly one" in res.output
+    # a tile folder on no grid tile's raster: refused with the way out
+    res = run("simulate", tmp_path / "plain", "--size", "16")
+    res = run("embed", tmp_path / "plain", "--store", tmp_path / "s", "--year", "2022",
+              "--no-progress")
+    assert res.exit_code == 2 and "give --grid-tile" in res.output
     # the right tile folder declared as another grid tile: refused, nothing written
     res = run("embed", grid_tile_dir, "--store", tmp_path / "s", "--year", "2022",
               "--grid-tile", "grid_6.15_45.05", "--no-progress")

@@ -1,6 +1,7 @@
 """Embedding a grid tile into a store: `tessera embed INPUT --store STORE --year Y`.
 
-INPUT is either one tile folder covering the grid tile (e.g. `tessera simulate --grid-tile`) or
+INPUT is either one tile folder covering the grid tile (e.g. `tessera simulate --grid-tile`;
+the tile is recognised from its raster when the folder is not named after it) or
 the output folder of `tessera preprocess --tile grid_{lon}_{lat}` (a `region.json` and its patch
 folders `{x0}_{y0}_{x1}_{y1}`), whose patches are embedded one by one and pasted at their
 offsets. The input's grid must be the grid tile's own raster (UTM zone of the centre, bounds
@@ -36,6 +37,23 @@ def _same_grid(crs: Any, transform: Any, shape: tuple[int, int], tile: GridTile)
     if tuple(shape) != (g.height, g.width):
         return f"{shape[0]} x {shape[1]} px but the tile is {g.height} x {g.width}"
     return None
+
+
+def _tile_at_centre(crs: Any, transform: Any, shape: tuple[int, int]) -> GridTile | None:
+    """The grid tile whose raster this is, found from the raster's centre (None if none)."""
+    from pyproj import Transformer
+
+    from tessera.store.grid import tile_of
+
+    t, col, row = transform, shape[1] / 2, shape[0] / 2
+    x, y = t.c + t.a * col + t.b * row, t.f + t.d * col + t.e * row
+    src = crs.to_wkt() if hasattr(crs, "to_wkt") else crs
+    lon, lat = Transformer.from_crs(src, "EPSG:4326", always_xy=True).transform(x, y)
+    try:
+        tile = tile_of(lon, lat)
+    except GridError:
+        return None
+    return tile if _same_grid(crs, transform, shape, tile) is None else None
 
 
 def _inputs(source: Path) -> tuple[list[tuple[Path, int, int]], Any, Any, tuple[int, int], str]:
@@ -80,12 +98,17 @@ def embed_to_store(embedder: Any, source: str | Path, store: LocalStore, year: i
     if not source.exists():
         raise StoreError(f"{source}: no such tile or preprocessing folder")
     patches, crs, transform, (h, w), region_name = _inputs(source)
-    name = grid_tile or region_name
-    try:
-        tile = parse_tile_name(name)
-    except GridError as exc:
-        raise StoreError(f"{source}: give --grid-tile grid_{{lon}}_{{lat}} (the input's name "
-                         f"{region_name!r} is not a grid tile: {exc})") from None
+    if grid_tile is not None:
+        tile = parse_tile_name(grid_tile)
+    else:
+        try:
+            tile = parse_tile_name(region_name)
+        except GridError:
+            tile = _tile_at_centre(crs, transform, (h, w))
+            if tile is None:
+                raise StoreError(f"{source}: not on a grid tile's raster and its name "
+                                 f"{region_name!r} is not a grid tile; give --grid-tile "
+                                 "grid_{lon}_{lat}") from None
     why = _same_grid(crs, transform, (h, w), tile)
     if why:
         raise StoreError(f"{source}: not on the grid of {tile.name}: {why} (preprocess with "
