@@ -38,13 +38,15 @@ def child(args: argparse.Namespace) -> None:
 
     cfg = TrainConfig(shards=args.shards, out=args.out, preset=args.presets[0], steps=steps,
                       batch_size=args.batch_size, log_every=1, checkpoint_every=10**9,
-                      qat_start=0, device=args.device, workers=args.workers)
+                      qat_start=0, device=args.device, workers=args.workers,
+                      activation_checkpointing=args.activation_checkpointing)
     pretrain(cfg, progress=tick)
     timed = times[args.warmup:]
     wall = timed[-1] - times[args.warmup - 1]
     cuda = args.device.startswith("cuda")
     print(json.dumps({
         "preset": args.presets[0], "batch_size": args.batch_size, "timed_steps": len(timed),
+        "activation_checkpointing": args.activation_checkpointing,
         "samples_per_s": args.batch_size * len(timed) / wall, "s_per_step": wall / len(timed),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
@@ -60,6 +62,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--activation-checkpointing", action="store_true",
+                    help="recompute the encoder in backward (less memory, more time)")
     ap.add_argument("--tiles", type=int, default=4, help="simulated 64 x 64 px tiles")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--shards", help=argparse.SUPPRESS)
@@ -85,6 +89,8 @@ def main() -> None:
                    "--warmup", str(args.warmup), "--device", args.device,
                    "--workers", str(args.workers), "--shards", str(tmp / "shards"),
                    "--out", str(tmp / f"run_{preset}")]
+            if args.activation_checkpointing:
+                cmd.append("--activation-checkpointing")
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode:
                 print(out.stderr[-3000:])
@@ -92,7 +98,8 @@ def main() -> None:
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             r = rows[-1]
             gpu = f", peak GPU {r['peak_gpu_mib']:.0f} MiB" if r["peak_gpu_mib"] else ""
-            print(f"{preset:6s} batch {r['batch_size']}: {r['samples_per_s']:8.1f} samples/s "
+            ck = " (activation checkpointing)" if r["activation_checkpointing"] else ""
+            print(f"{preset:6s} batch {r['batch_size']}{ck}: {r['samples_per_s']:8.1f} samples/s "
                   f"({r['s_per_step']:.2f} s/step), peak RSS {r['peak_rss_mib']:.0f} MiB{gpu} "
                   f"on {r['device']} ({r['threads']} threads)", flush=True)
         print(json.dumps(rows))

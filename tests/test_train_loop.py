@@ -159,3 +159,15 @@ def test_ddp_two_cpu_processes(shard_dir, tmp_path):
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
     model, meta = load_checkpoint(out / "model.safetensors")
     assert meta["training"]["world_size"] == 2 and meta["training"]["samples"] == 3 * 16
+
+
+def test_activation_checkpointing_gives_the_same_run(shard_dir, tmp_path):
+    """Recomputing the encoder in backward (dropout RNG replayed) changes memory, not maths:
+    the same weights after a few steps, and a run may switch it on at resume."""
+    plain = pretrain(_cfg(shard_dir, tmp_path / "p"))["model"].state_dict()
+    ck = pretrain(_cfg(shard_dir, tmp_path / "c", activation_checkpointing=True))
+    for k, v in ck["model"].state_dict().items():
+        torch.testing.assert_close(v, plain[k], rtol=1e-5, atol=1e-6, msg=k)
+    pretrain(_cfg(shard_dir, tmp_path / "s"), stop_after=3)
+    resumed = pretrain(_cfg(shard_dir, tmp_path / "s", activation_checkpointing=True), resume=True)
+    assert resumed["steps"] == ck["steps"]
