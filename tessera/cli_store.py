@@ -97,7 +97,8 @@ def register(app: typer.Typer) -> None:
         from rich.progress import Progress
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("checking", total=man.total_bytes)
-            rep = st.check(verify_hashes=not quick, progress=lambda n: bar.advance(task, n))
+            rep = st.check(verify_hashes=not quick, progress=lambda n: bar.advance(task, n),
+                           manifest=man)
         for what, items in (("missing", rep.missing), ("size differs", rep.size_mismatch),
                             ("sha256 differs", rep.hash_mismatch),
                             ("not in the manifest", rep.unlisted)):
@@ -162,8 +163,8 @@ def register(app: typer.Typer) -> None:
             plan = client.dry_run(where, year, formats=[] if fmt == "npy" else
                                   [{"tiff": "tiles", "zarr": "zarr"}[fmt]])
             report = str(plan)
+            _, present, _ = client.plan(where, year)
             if fmt == "npy":  # a mirror writes the store's own files (+ the small masks)
-                _, present, _ = client.plan(where, year)
                 report += (f"\nwould write (npy): {sum(e.nbytes for e in present) / 1e6:.1f} MB, "
                            "the store's files as they are")
         console.print(report, highlight=False)
@@ -176,7 +177,7 @@ def register(app: typer.Typer) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MissingTilesWarning)
             if fmt == "npy":
-                entries = _mirror(client, where, year, output, progress, jobs)
+                entries = _mirror(client, present, output, progress, jobs)
                 console.print(f"wrote {len(entries)} tiles (verified) into the store {output}")
             elif fmt == "tiff":
                 res = client.export_tiles_geotiff(where, year, output)
@@ -311,23 +312,21 @@ def register(app: typer.Typer) -> None:
             console.print(f"wrote {out.pca.save(pca_out)}")
 
 
-def _mirror(client: Any, region: Any, year: int, out: Path, progress: bool, jobs: int = 4
-            ) -> list:
-    """Copy the region's tile files (verified by the store: size + sha256) into `out` in the
+def _mirror(client: Any, present: list, out: Path, progress: bool, jobs: int = 4) -> list:
+    """Copy the `present` tile-years' files (verified by the store: size + sha256) into `out` in the
     published layout and write `out`'s manifest, so the output is itself a store. `jobs` tiles
     travel at once (each file streamed, so memory stays flat). Files already there with the
     right size and hash are kept, and a tile enters `out`'s manifest only once its three files
     are in place: an interrupted download resumes where it stopped."""
-    import os
     import shutil
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from rich.progress import Progress
 
+    from tessera.atomic import atomic_path
     from tessera.store.local import LocalStore
     from tessera.store.manifest import hash_file
 
-    _, present, _ = client.plan(region, year)
     dest = LocalStore(out)
 
     def fetch(e: Any, advance: Any) -> Any:
@@ -336,10 +335,8 @@ def _mirror(client: Any, region: Any, year: int, out: Path, progress: bool, jobs
             if not (target.exists() and target.stat().st_size == f.size
                     and hash_file(target)[1] == f.sha256):
                 src = client.store.open_file(f)  # verified (and cached, over HTTP)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(f".{target.name}.partial")
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, target)
+                with atomic_path(target) as tmp:
+                    shutil.copyfile(src, tmp)
             advance(f.size)
         return e
 

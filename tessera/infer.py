@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from tessera import __version__
+from tessera.atomic import tmp_sibling
 from tessera.dpixel import DPixelBatch, Tile, release_pages
 from tessera.model import TesseraModel, get_preset, load_checkpoint
 from tessera.quantize import dequantize, quantize
@@ -182,15 +182,6 @@ class TileOutputs:
     n_flagged: int
 
 
-def _tmp_path(final: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; results are ordinary files
-    return Path(tmp)
-
-
 def embed_tile(embedder: Embedder, tile_dir: Tile | str | os.PathLike, out_dir: str | os.PathLike,
                name: str | None = None, *, geotiff: str | None = None, year: int | None = None,
                keep_partial: bool = False, chunk_pixels: int = 16384, progress: bool = True,
@@ -211,7 +202,7 @@ def embed_tile(embedder: Embedder, tile_dir: Tile | str | os.PathLike, out_dir: 
     latent = embedder.model.config.latent_dim
     finals = {k: out_dir / f"{name}{suffix}" for k, suffix in
               (("emb", ".npy"), ("scales", "_scales.npy"), ("flags", "_flags.npy"))}
-    tmps = {k: _tmp_path(p) for k, p in finals.items()}
+    tmps = {k: tmp_sibling(p) for k, p in finals.items()}
     try:
         q_out = np.lib.format.open_memmap(tmps["emb"], mode="w+", dtype=np.int8, shape=(h, w, latent))
         s_out = np.lib.format.open_memmap(tmps["scales"], mode="w+", dtype=np.float32, shape=(h, w))
@@ -291,7 +282,7 @@ def write_geotiff(emb_npy: Path, scales_npy: Path, path: Path, crs: Any, transfo
     written = []
     try:
         for out, count, dt in outputs:
-            tmp = _tmp_path(out)
+            tmp = tmp_sibling(out)
             written.append((tmp, out))
             nodata = float("nan") if dt == "float32" else None
             with rasterio.open(tmp, "w", count=count, dtype=dt, nodata=nodata, **profile) as dst:

@@ -43,7 +43,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -53,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from tessera import __version__
+from tessera.atomic import atomic_path
 from tessera.bands import (S1_ORBIT_NAMES, S1_ORBITS, S1_POLS, S2_BANDS, s1_amplitude_dn_to_db,
                            s1_db_to_int16, s1_linear_to_int16, scl_valid)
 from tessera.dpixel import DPixelBatch
@@ -432,7 +432,8 @@ def _s1_codes(raw: np.ndarray, opts: TableOptions) -> np.ndarray:
     return s1_db_to_int16(db)  # standard dB; see the module doc on units
 
 
-def _fill(values: dict[str, np.ndarray], missing: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+def fill_s2_bands(values: dict[str, np.ndarray], missing: list[str]
+                  ) -> tuple[dict[str, list[str]], list[str]]:
     """Fill `missing` S2 bands in `values` by FILL_RULES; returns ({band: sources}, unfillable)."""
     filled: dict[str, list[str]] = {}
     todo = [b for b in S2_BANDS if b in missing]
@@ -596,7 +597,7 @@ def prepare_table(df: pd.DataFrame, options: TableOptions | None = None, **kwarg
     if missing_s2:
         if not opts.fill_missing:
             raise TableError(_missing_message(missing_s2, present_cols, opts, fillable=True))
-        filled, unfillable = _fill(values, missing_s2)
+        filled, unfillable = fill_s2_bands(values, missing_s2)
         if unfillable:
             raise TableError(_missing_message(unfillable, present_cols, opts, fillable=False)
                              + f" (fill_missing could not fill {', '.join(unfillable)}: its "
@@ -851,17 +852,8 @@ def write_parquet(df: pd.DataFrame, output: str | os.PathLike) -> Path:
         meta = dict(table.schema.metadata or {})
         meta[b"tessera"] = json.dumps(info, default=str).encode()
         table = table.replace_schema_metadata(meta)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+    with atomic_path(output) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return output
 
 

@@ -14,18 +14,17 @@ mosaic holds only the output image plus one tile at a time. Every file is writte
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import os
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tessera.atomic import atomic_path
 from tessera.quantize import dequantize
 from tessera.store.grid import GridTile, parse_tile_name
 from tessera.store.manifest import Manifest, TileEntry
@@ -44,23 +43,6 @@ class VizError(ValueError):
 
 
 # --- small helpers -----------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _atomic(final: str | os.PathLike) -> Iterator[Path]:
-    """A temporary sibling of `final` to write to; renamed onto `final` only on success, so a
-    reader never sees a partial file."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def _store_years(manifest: Manifest) -> str:
     years = manifest.years()
@@ -276,7 +258,7 @@ class PcaRgb:
         return p
 
     def save(self, path: str | os.PathLike) -> Path:
-        with _atomic(path) as tmp:
+        with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n")
         return Path(path)
 
@@ -404,7 +386,7 @@ def tile_rgba(store: Any, entry: TileEntry, pca: PcaRgb) -> np.ndarray:
 def write_png(path: str | os.PathLike, rgba: np.ndarray) -> Path:
     """An RGBA PNG, atomically. Pillow when present (byte-identical output for identical pixels),
     else matplotlib."""
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         try:
             from PIL import Image
         except ImportError:  # matplotlib alone
@@ -422,7 +404,7 @@ def write_rgba_geotiff(path: str | os.PathLike, rgba: np.ndarray, crs: Any, tran
 
     h, w, _ = rgba.shape
     tiled = h >= 256 and w >= 256
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         with rasterio.open(tmp, "w", driver="GTiff", width=w, height=h, count=4, dtype="uint8",
                            crs=crs, transform=transform, photometric="RGB", alpha="YES",
                            compress="deflate", interleave="pixel", tiled=tiled,
@@ -688,6 +670,6 @@ def coverage_map(manifest: Manifest, png_path: str | os.PathLike,
     fig.suptitle(f"Store coverage{simulated}: {len(df)} tile-years, {df['tile'].nunique()} "
                  f"tiles, {len(years)} year(s)", fontsize=10)
     fig.tight_layout()
-    with _atomic(png_path) as tmp:
+    with atomic_path(png_path) as tmp:
         fig.savefig(tmp, format="png")
     return Path(png_path)

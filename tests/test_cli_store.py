@@ -189,7 +189,7 @@ def test_interrupted_download_resumes(store, tmp_path, monkeypatch):
     # every listed tile is complete and verified; the failed tile's finished files wait unlisted
     assert 1 <= len(partial.manifest()) < 4 and rep.checked == 3 * len(partial.manifest())
     assert not (rep.missing or rep.size_mismatch or rep.hash_mismatch)
-    assert not list((tmp_path / "m").rglob(".*.partial"))
+    assert not list((tmp_path / "m").rglob(".*.tmp"))
     monkeypatch.setattr(LS, "open_file", real)
     res = run("download", "--store", store, "--bbox", BBOX, "--year", "2022", "-o",
               tmp_path / "m", "--no-progress")

@@ -119,10 +119,9 @@ def test_interrupted_embedding_leaves_nothing_half_written(tile_dir, tiny_model,
                                                                    "x_scales.npy"]
 
 
-def test_resolve_model_random_init_is_seeded_and_says_so(monkeypatch):
-    monkeypatch.setattr("tessera.infer.shipped_checkpoint", lambda: None)  # no bundled weights
-    m1, meta = resolve_model(preset="tiny", seed=3)
-    m2, _ = resolve_model(preset="tiny", seed=3)
+def test_resolve_model_random_init_is_seeded_and_says_so():
+    m1, meta = resolve_model(preset="tiny", seed=3, use_shipped=False)
+    m2, _ = resolve_model(preset="tiny", seed=3, use_shipped=False)
     assert meta["random_init"] is True and meta["preset"] == "tiny"
     for a, b in zip(m1.parameters(), m2.parameters()):
         assert np.array_equal(a.detach().numpy(), b.detach().numpy())

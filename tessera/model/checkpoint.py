@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tessera import __version__
+from tessera.atomic import atomic_path
 from tessera.bands import NORMALISATION_V1, S1_POLS, S2_BANDS
 from tessera.model.config import ModelConfig, get_preset
 from tessera.model.published import (fit_state_dict, is_published_layout, load_published,
@@ -58,17 +58,8 @@ def save_checkpoint(model: TesseraModel, path: str | os.PathLike, preset: str | 
              if not k.startswith("projector.")}
     for final, write in ((st_path, lambda p: save_file(state, p, metadata={"tessera": json.dumps(meta)})),
                          (js_path, lambda p: Path(p).write_text(json.dumps(meta, indent=2)))):
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
-        os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; weights are ordinary files
-        try:
-            write(tmp)
-            os.replace(tmp, final)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(final) as tmp:
+            write(str(tmp))
     return st_path
 
 

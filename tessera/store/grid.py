@@ -172,8 +172,7 @@ def tiles_in_bbox(west: float, south: float, east: float, north: float) -> list[
     for w, e in spans:
         if w < e:
             cols.extend(range(_index(w), math.ceil(round(e * 10.0, 9))))
-    seen: set[int] = set()
-    ordered = [c for c in (_wrap(c) for c in cols) if not (c in seen or seen.add(c))]
+    ordered = list(dict.fromkeys(_wrap(c) for c in cols))  # unique, in order
     return [GridTile(ix, iy) for iy in range(iy1, iy0 - 1, -1) for ix in ordered]
 
 

@@ -47,6 +47,7 @@ from typing import Any
 import requests
 import urllib3
 
+from tessera.atomic import atomic_path
 from tessera.store.layout import MANIFEST
 from tessera.store.local import StoreError
 from tessera.store.manifest import FileEntry, Manifest, ManifestError
@@ -406,14 +407,8 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def _sha_sidecar(final: Path) -> Path:

@@ -12,13 +12,13 @@ import contextlib
 import dataclasses
 import fcntl
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tessera.atomic import tmp_sibling
 from tessera.store.grid import GridTile, parse_tile_name
 from tessera.store.layout import FILE_KINDS, MANIFEST, relpath
 from tessera.store.manifest import FileEntry, Manifest, ManifestError, TileEntry, hash_file
@@ -26,14 +26,6 @@ from tessera.store.manifest import FileEntry, Manifest, ManifestError, TileEntry
 
 class StoreError(ValueError):
     """A store that cannot serve a request (missing tile or year, corrupt file, bad layout)."""
-
-
-def _tmp_sibling(final: Path) -> Path:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)
-    return Path(tmp)
 
 
 def write_mask(path: Path, mask: np.ndarray, crs: Any, transform: Any) -> None:
@@ -143,7 +135,7 @@ class LocalStore:
 
         crs = CRS.from_user_input(crs)
         finals = {k: self.root / relpath(k, year, tile.name) for k in FILE_KINDS}
-        tmps = {k: _tmp_sibling(p) for k, p in finals.items()}
+        tmps = {k: tmp_sibling(p) for k, p in finals.items()}
         try:
             for k, arr in (("embeddings", embeddings), ("scales", scales.astype(np.float32))):
                 with open(tmps[k], "wb") as f:  # a file object: np.save would append ".npy"
@@ -167,11 +159,12 @@ class LocalStore:
         return entry
 
     # --- checking ---------------------------------------------------------------------------------
-    def check(self, verify_hashes: bool = True, progress: Any = None) -> CheckReport:
+    def check(self, verify_hashes: bool = True, progress: Any = None,
+              manifest: Manifest | None = None) -> CheckReport:
         """Every listed file against the manifest (existence, size, sha256), and the files of the
-        layout that no manifest row lists (stale leftovers)."""
+        layout that no manifest row lists (stale leftovers). `manifest`: one already read."""
         try:
-            man = self.manifest()
+            man = self.manifest() if manifest is None else manifest
         except ManifestError as exc:
             raise StoreError(str(exc)) from None
         rep = CheckReport()

@@ -19,7 +19,7 @@ import hashlib
 import io
 import json
 import os
-import tempfile
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tessera.atomic import atomic_path
 from tessera.store.layout import FILE_KINDS
 
 GEOPARQUET_VERSION = "1.1.0"
@@ -205,15 +206,8 @@ class Manifest:
         meta = {b"geo": _geo_metadata(self.table),
                 b"tessera": json.dumps({"manifest_format": FORMAT_VERSION}).encode()}
         table = self.table.replace_schema_metadata(meta)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             pq.write_table(table, tmp, row_group_size=16384)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return path
 
     # --- access -----------------------------------------------------------------------------------
@@ -295,11 +289,9 @@ class Manifest:
         return list(zip(self.table.column("tile").to_pylist(), self.table.column("year").to_pylist()))
 
     def _check_unique(self) -> None:
-        keys = self._keys()
-        if len(set(keys)) != len(keys):
-            seen: set[tuple[str, int]] = set()
-            dup = next(k for k in keys if k in seen or seen.add(k))
-            raise ManifestError(f"manifest: {dup[0]} {dup[1]} appears more than once")
+        dups = [k for k, n in Counter(self._keys()).items() if n > 1]
+        if dups:
+            raise ManifestError(f"manifest: {dups[0][0]} {dups[0][1]} appears more than once")
 
     def upsert(self, other: Manifest | Iterable[TileEntry]) -> Manifest:
         """This manifest with `other`'s rows added, replacing rows of the same tile and year."""

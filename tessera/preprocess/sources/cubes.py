@@ -225,7 +225,7 @@ def read_cube(path: str | Path, split: str = "cycle") -> CubePixels:
     """Every pixel of a monthly cube as d-pixels, one batch per d-pixel year: `split` "cycle"
     (default) or "year", see `annual_windows` and the module docstring."""
     from tessera.preprocess.sources.netcdf import _dims
-    from tessera.table import FILL_RULES
+    from tessera.table import fill_s2_bands
 
     path = Path(path)
     if split not in SPLITS:
@@ -266,18 +266,7 @@ def read_cube(path: str | Path, split: str = "cycle") -> CubePixels:
     # --- S2: missing = 65535; absent bands filled like the point tables do ------------------
     s2_vals = {b: np.where(raw[b] == NODATA, np.nan, raw[b]).astype(np.float64)
                for b in s2_found}
-    filled: dict[str, list[str]] = {}
-    todo = [b for b in S2_BANDS if b not in s2_vals]
-    progress = True
-    while todo and progress:
-        progress = False
-        for band in list(todo):
-            src = FILL_RULES.get(band, ())
-            if src and all(s in s2_vals for s in src):
-                s2_vals[band] = np.mean(np.stack([s2_vals[s] for s in src]), axis=0)
-                filled[band] = list(src)
-                todo.remove(band)
-                progress = True
+    filled, todo = fill_s2_bands(s2_vals, [b for b in S2_BANDS if b not in s2_vals])
     if todo:
         raise PreprocessError(f"{path}: no variable for the S2 band(s) {', '.join(todo)} and "
                               "they cannot be filled from their spectral neighbours")
