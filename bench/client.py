@@ -37,7 +37,7 @@ def block_tiles(n: int, centre_lon: float = 6.0, centre_lat: float = 45.0) -> li
 
 
 def bbox_of(tiles: list[str]) -> tuple[float, float, float, float]:
-    from tessera.store.grid import parse_tile_name
+    from tessera.geo.grid import parse_tile_name
     b = [parse_tile_name(t).bounds for t in tiles]
     return (min(x[0] for x in b), min(x[1] for x in b), max(x[2] for x in b), max(x[3] for x in b))
 

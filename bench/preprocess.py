@@ -104,7 +104,8 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
     from rasterio.transform import from_origin
 
     from tessera.dpixel import Tile
-    from tessera.preprocess import ComposeOptions, TargetGrid, plan, run
+    from tessera.geo import TargetGrid
+    from tessera.preprocess import ComposeOptions, plan, run
     from tessera.preprocess.sources.files import FilesSource
     from tessera.preprocess.synthetic import S1_TEMPLATE, S2_TEMPLATE
 

@@ -63,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
     from tessera import __version__
-    from tessera.downstream import evaluate as ev
+    from tessera.downstream.evaluate import evaluate_table
+    from tessera.downstream.features import embed_samples, tessera_embedder
+    from tessera.downstream.report import fraction_label, summary_dict, summary_markdown
+    from tessera.downstream.tables import OTHER, load_class_names, load_table
     from tessera.infer import RANDOM_INIT_WARNING, resolve_model, shipped_checkpoint
 
     def log(msg: str) -> None:
@@ -88,29 +91,29 @@ def main(argv: list[str] | None = None) -> int:
         model_desc = f"{checkpoint} (preset {meta.get('preset')})"
     log(f"model: {model_desc}")
 
-    names = ev.load_class_names(LEGEND)
+    names = load_class_names(LEGEND)
     tables = []
     for name in args.tables:
-        t = ev.load_table(args.data / name, min_count=args.min_count, class_names=names)
+        t = load_table(args.data / name, min_count=args.min_count, class_names=names)
         info = t.info()
         log(f"{t.name}: {len(t)} samples, year {t.year}, {len(info['cells'])} cells, "
             f"{len(info['classes'])} classes (incl. 'other': "
-            f"{sum(c['count'] for c in info['classes'] if c['class'] == ev.OTHER)} samples)")
+            f"{sum(c['count'] for c in info['classes'] if c['class'] == OTHER)} samples)")
         tables.append(t)
 
-    embed = ev.tessera_embedder(model, device=args.device)
+    embed = tessera_embedder(model, device=args.device)
     seeds = list(range(args.seeds))
     frames, counts = [], {}
     for t in tables:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="fill_missing")  # B8A from B08, documented
-            emb = ev.embed_samples(t, embed)
+            emb = embed_samples(t, embed)
         counts[t.name] = {"flagged": int((emb.flags != 0).sum()),
                           "no_embedding": int(emb.missing.sum())}
         log(f"{t.name}: embedded in {emb.seconds:.1f} s; {counts[t.name]['flagged']} samples "
             f"flagged (no valid S2 or S1: predicted normally), {counts[t.name]['no_embedding']} "
             "without an embedding (counted as errors)")
-        frames.append(ev.evaluate_table(
+        frames.append(evaluate_table(
             t, embeddings=emb, fractions=args.fractions, seeds=seeds,
             min_per_class=args.min_per_class, n_estimators=args.n_estimators,
             n_jobs=args.n_jobs, raw_all_rows=args.raw_all_rows, log=log))
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     results.to_csv(args.out / "results.csv", index=False)
-    table_md = ev.summary_markdown(results, weight=args.weight)
+    table_md = summary_markdown(results, weight=args.weight)
     header = ["# WorldCereal label-efficiency evaluation", ""]
     if random_init:
         header += [f"> **WARNING: {RANDOM_INIT_WARNING}.** Model: {model_desc}. The embedding rows "
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     header += [
         f"Model: {model_desc}. tessera-eo {__version__}, Python {platform.python_version()}.",
         f"Protocol (tessera/downstream/evaluate.py): leave-one-h3_l3_cell-out folds; "
-        f"{', '.join(ev.fraction_label(f) for f in args.fractions)} of each fold's training "
+        f"{', '.join(fraction_label(f) for f in args.fractions)} of each fold's training "
         f"samples (stratified, >= {args.min_per_class} per class present, nested across "
         f"fractions); seeds {seeds[0]}..{seeds[-1]}; classes with < {args.min_count} samples "
         f"-> 'other'. Cell: mean ± std over seeds of the per-seed mean over folds "
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
               for name, c in counts.items()]
     text = "\n".join(header) + "\n" + table_md + "\n".join(notes) + "\n"
     (args.out / "summary.md").write_text(text)
-    summary = ev.summary_dict(
+    summary = summary_dict(
         results, weight=args.weight, model=model_desc, random_init=random_init,
         checkpoint=str(checkpoint) if checkpoint and not random_init else None,
         preset=meta.get("preset"), seeds=seeds, fractions=args.fractions,

@@ -2,6 +2,7 @@
 ../shared/datasets/worldcereal and install the result as tessera/weights/tiny.safetensors.
 
     .venv/bin/python scripts/pretrain_tiny.py --work /tmp/tessera_pretrain [--steps 600]
+        [--datasets ../shared/datasets]
 
 Held out of pretraining (never seen, not even unlabelled):
 - 2022_FRA, 2023_FRA and 2017_UGA_SSD extraction tables: the final honest evaluation
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import time
@@ -23,13 +25,18 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "datasets"
-PROBE_TABLE = SHARED / "worldcereal" / "extractions" / "2021_BEL_LPIS-Flanders_long_named-dummy.parquet"
+#: The datasets root: $TESSERA_SHARED_DATASETS, else ../shared/datasets next to the repository.
+DATASETS = Path(os.environ.get("TESSERA_SHARED_DATASETS") or ROOT.parent / "shared" / "datasets")
+#: The probe table, relative to the datasets root.
+PROBE_TABLE = Path("worldcereal", "extractions", "2021_BEL_LPIS-Flanders_long_named-dummy.parquet")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/tessera_pretrain"))
+    ap.add_argument("--datasets", type=Path, default=DATASETS,
+                    help="the shared datasets root (default: $TESSERA_SHARED_DATASETS, else "
+                         "../shared/datasets next to the repository)")
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--qat-from", type=float, default=0.6, help="fraction of the steps")
@@ -39,19 +46,21 @@ def main() -> None:
     ap.add_argument("--install", action="store_true", help="copy the weights into the package")
     args = ap.parse_args()
 
-    from tessera.train.corpus import corpus_summary, real_corpus
+    from tessera.table.wide import WORLDCEREAL_OPTIONS
+    from tessera.train.corpus import CorpusFiles, corpus_summary, real_corpus
     from tessera.train.loop import TrainConfig, pretrain
     from tessera.train.probe import TableProbe
     from tessera.train.shards import BatchSource, sources_per_batch, write_shards
-    from tessera.widetable import WORLDCEREAL_OPTIONS
 
     work = args.work
+    files = CorpusFiles(args.datasets)
+    probe_table = files.root / PROBE_TABLE
     shards = work / "shards"
     t0 = time.perf_counter()
     if not shards.exists():
-        parts = real_corpus(SHARED, work / "corpus")
+        parts = real_corpus(files, work / "corpus")
         # the probe's table selects the checkpoint: keep it out of the pretraining pixels
-        parts = [p for p in parts if PROBE_TABLE.stem not in p.name]
+        parts = [p for p in parts if probe_table.stem not in p.name]
         summary = corpus_summary(parts)
         print(summary.to_string())
         summary.to_csv(work / "corpus_summary.csv", index=False)
@@ -66,7 +75,7 @@ def main() -> None:
                       batch_size=args.batch_size, qat_start=int(args.qat_from * args.steps),
                       seed=args.seed, checkpoint_every=50, log_every=10,
                       probe_every=args.probe_every, device="cpu")
-    probe = TableProbe(PROBE_TABLE, label="ewoc_code", group="h3_l3_cell", min_count=5,
+    probe = TableProbe(probe_table, label="ewoc_code", group="h3_l3_cell", min_count=5,
                        year=2021, **WORLDCEREAL_OPTIONS)
 
     def show(step: int, total: int, row: dict) -> None:

@@ -10,6 +10,8 @@ import datetime as _dt
 
 import numpy as np
 
+from tessera.errors import InputError
+
 # --- Sentinel-2 -------------------------------------------------------------------------------
 #: The model's S2 band order (not wavelength order).
 S2_BANDS: tuple[str, ...] = ("B04", "B02", "B03", "B08", "B8A", "B05", "B06", "B07", "B11", "B12")
@@ -119,7 +121,7 @@ def parse_baseline(baseline: str | float | None) -> tuple[int, int] | None:
     elif len(s) == 4 and s.isdigit():
         major, minor = s[:2], s[2:]
     else:
-        raise ValueError(f"processing baseline {baseline!r}: expected a form like '04.00' or 'N0400'")
+        raise InputError(f"processing baseline {baseline!r}: expected a form like '04.00' or 'N0400'")
     return int(major), int(minor[:2] or 0)
 
 
@@ -133,7 +135,7 @@ def needs_boa_offset(date: _dt.date | None = None, baseline: str | float | None 
     if parsed is not None:
         return parsed >= BOA_OFFSET_BASELINE
     if date is None:
-        raise ValueError("needs_boa_offset: give the acquisition date or the processing baseline")
+        raise InputError("needs_boa_offset: give the acquisition date or the processing baseline")
     if isinstance(date, _dt.datetime):
         date = date.date()
     return date >= BOA_OFFSET_FIRST_DATE
@@ -155,3 +157,40 @@ def normalise_s2(x: np.ndarray | "torch.Tensor"):  # noqa: F821 - torch optional
 def normalise_s1(x):
     """(x - mean) / (std + eps) over the last axis ([VV, VH] int16 code)."""
     return (x - S1_MEAN) / (S1_STD + NORM_EPS)
+
+
+# --- filling absent S2 bands ------------------------------------------------------------------
+#: `fill_missing`: a band that is absent (or entirely nodata) is filled, row by row, with the mean
+#: of its spectral neighbours (central wavelengths in nm in the comments). Rules are applied
+#: repeatedly, so a filled band can feed another (B07 from B06 and a B8A filled from B08). A row
+#: where a source is missing gets no value (its S2 observation is then invalid).
+FILL_RULES: dict[str, tuple[str, ...]] = {
+    "B02": ("B03",),  # 490 <- 560
+    "B03": ("B02", "B04"),  # 560 <- 490, 665
+    "B04": ("B03", "B05"),  # 665 <- 560, 705
+    "B05": ("B04", "B06"),  # 705 <- 665, 740
+    "B06": ("B05", "B07"),  # 740 <- 705, 783
+    "B07": ("B06", "B8A"),  # 783 <- 740, 865
+    "B08": ("B8A",),  # 842 <- 865
+    "B8A": ("B08",),  # 865 <- 842
+    "B11": ("B12",),  # 1610 <- 2190
+    "B12": ("B11",),  # 2190 <- 1610
+}
+
+
+def fill_s2_bands(values: dict[str, np.ndarray], missing: list[str]
+                  ) -> tuple[dict[str, list[str]], list[str]]:
+    """Fill `missing` S2 bands in `values` by FILL_RULES; returns ({band: sources}, unfillable)."""
+    filled: dict[str, list[str]] = {}
+    todo = [b for b in S2_BANDS if b in missing]
+    progress = True
+    while todo and progress:
+        progress = False
+        for band in list(todo):
+            sources = FILL_RULES.get(band, ())
+            if sources and all(s in values for s in sources):
+                values[band] = np.mean(np.stack([values[s] for s in sources]), axis=0)
+                filled[band] = list(sources)
+                todo.remove(band)
+                progress = True
+    return filled, todo

@@ -23,6 +23,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from tessera.atomic import write_text
+from tessera.errors import InputError
+from tessera.progress import Progress, task
 from tessera.quantize import dequantize
 
 #: Colours of the class map (and of the GeoTIFF's colour table), by class id of
@@ -69,7 +72,7 @@ def head_training_pixels(labels: np.ndarray, usable: np.ndarray, fraction: float
     per class max(1, round(fraction x count)) pixels, drawn with a generator seeded by `seed`, so
     every class present gets at least one training pixel."""
     if not 0 < fraction < 1:
-        raise ValueError(f"label fraction {fraction}: expected a number in (0, 1)")
+        raise InputError(f"label fraction {fraction}: expected a number in (0, 1)")
     flat, ok = labels.reshape(-1), usable.reshape(-1) & (labels.reshape(-1) > 0)
     rng = np.random.default_rng(seed)
     picked = []
@@ -104,7 +107,7 @@ def train_head(emb: np.ndarray, labels: np.ndarray, usable: np.ndarray, fraction
     y = labels.reshape(-1)
     train, test = split_head_pixels(labels, usable, fraction, seed)
     if len(test) == 0:
-        raise ValueError(f"{len(train)} labelled pixels with a valid embedding: too few for a "
+        raise InputError(f"{len(train)} labelled pixels with a valid embedding: too few for a "
                          "training and an evaluation split (use a larger --size)")
     if len(np.unique(y[train])) > 1:
         clf = make_pipeline(StandardScaler(),
@@ -205,18 +208,15 @@ def write_class_geotiff(path: Path, pred: np.ndarray, like: Path, names: dict[in
 
 
 @contextlib.contextmanager
-def _step(enabled: bool, what: str) -> Iterator[None]:
-    """A rich spinner on stderr while a step runs (nothing when progress is off)."""
-    if not enabled:
-        yield
-        return
-    from rich.console import Console
-    with Console(stderr=True).status(what):
-        yield
+def _step(progress: Progress | None, what: str) -> Iterator[None]:
+    """One progress task per step of the demo, done when the step is."""
+    bar = task(progress, what, total=1)
+    yield
+    bar.update(completed=1)
 
 
 def run_demo(out_dir: str | Path, size: int = 256, seed: int = 0,
-             log: Callable[[str], None] = print, progress: bool = True,
+             log: Callable[[str], None] = print, progress: Progress | None = None,
              fraction: float = 0.01, random_init: bool = False) -> dict:
     """Run the demo into `out_dir` (see the module docstring); returns paths, the summary and
     the predicted class map. `random_init` ignores the shipped weights (the control run)."""
@@ -225,9 +225,9 @@ def run_demo(out_dir: str | Path, size: int = 256, seed: int = 0,
     from tessera.simulate import CLASSES, SimConfig, simulate_tile
 
     if size < 8:
-        raise ValueError(f"--size {size}: expected at least 8 pixels")
+        raise InputError(f"--size {size}: expected at least 8 pixels")
     if not 0 < fraction < 1:
-        raise ValueError(f"label fraction {fraction}: expected a number in (0, 1)")
+        raise InputError(f"label fraction {fraction}: expected a number in (0, 1)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     steps: dict[str, float] = {}
@@ -315,7 +315,7 @@ def run_demo(out_dir: str | Path, size: int = 256, seed: int = 0,
                     "class_geotiff": class_tif.name,
                     "embedding_geotiff": str(out.geotiffs[0].relative_to(out_dir))},
     }
-    (out_dir / "demo_summary.json").write_text(json.dumps(summary, indent=1))
+    write_text(out_dir / "demo_summary.json", json.dumps(summary, indent=1))
     log(f"5/5 class map -> {class_png}, {class_tif.name}; summary -> "
         f"{out_dir / 'demo_summary.json'} ({steps['class_map']:.1f} s)")
     log(f"done in {seconds:.1f} s (SIMULATED data, {weights})")

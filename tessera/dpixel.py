@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tessera.atomic import atomic_dir, replace_dir  # noqa: F401  (replace_dir: re-exported for now)
 from tessera.bands import S1_POLS, S2_BANDS, s1_valid
+from tessera.errors import TileFormatError
 
 N_S2 = len(S2_BANDS)
 N_S1 = len(S1_POLS)
-
-
-class TileFormatError(ValueError):
-    """A tile folder file is missing or does not match the published layout."""
 
 
 @dataclasses.dataclass
@@ -241,6 +237,22 @@ class Tile:
                                   f"expected {h} x {w} to match bands.npy")
         return cls(path=path, roi=roi, crs=crs, transform=transform, **arrays)
 
+    def recorded_year(self) -> int | None:
+        """The calendar year the tile's sidecar records (`preprocess.json` of `tessera
+        preprocess`, `simulation.json` of `tessera simulate`), or None."""
+        import json
+
+        for name, key in (("preprocess.json", ("year",)), ("simulation.json", ("config", "year"))):
+            try:
+                doc = json.loads((self.path / name).read_text())
+            except (OSError, ValueError):
+                continue
+            for k in key:
+                doc = doc.get(k) if isinstance(doc, dict) else None
+            if isinstance(doc, int) and not isinstance(doc, bool):
+                return doc
+        return None
+
     def read_rows(self, r0: int, r1: int) -> DPixelBatch:
         """The d-pixels of rows [r0, r1), all columns, row-major."""
         def pixel_major(a: np.ndarray) -> np.ndarray:
@@ -316,17 +328,6 @@ def write_roi(path: Path, roi: np.ndarray, crs: Any, transform: Any) -> None:
         dst.write(roi.astype(np.uint8), 1)
 
 
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished temporary folder into place; an existing folder is replaced, never merged."""
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-
-
 def write_tile(path: str | os.PathLike, *, bands: np.ndarray, masks: np.ndarray, doys: np.ndarray,
                sar_ascending: np.ndarray, sar_ascending_doy: np.ndarray,
                sar_descending: np.ndarray, sar_descending_doy: np.ndarray,
@@ -335,9 +336,7 @@ def write_tile(path: str | os.PathLike, *, bands: np.ndarray, masks: np.ndarray,
     """Write a tile folder atomically (temporary sibling folder, then rename), then re-open it
     with `Tile.open` so a tile that does not validate is never left in place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         arrays = {"bands": (bands, np.uint16), "masks": (masks, np.uint8), "doys": (doys, np.int16),
                   "sar_ascending": (sar_ascending, np.int16),
                   "sar_ascending_doy": (sar_ascending_doy, np.int16),
@@ -349,8 +348,4 @@ def write_tile(path: str | os.PathLike, *, bands: np.ndarray, masks: np.ndarray,
             np.save(tmp / f"{name}.npy", arr)
         write_roi(tmp / "roi.tiff", np.asarray(roi), crs, transform)
         Tile.open(tmp)  # validate before publishing
-        replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path

@@ -20,10 +20,13 @@ import numpy as np
 import torch
 
 from tessera import __version__
+from tessera import geotiff as tessera_geotiff
 from tessera.atomic import tmp_sibling
 from tessera.dpixel import DPixelBatch, Tile, release_pages
+from tessera.errors import InputError
 from tessera.model import TesseraModel, get_preset, load_checkpoint
-from tessera.quantize import dequantize, quantize
+from tessera.progress import Progress, Task, task
+from tessera.quantize import quantize
 from tessera.sampling import (SCHEMES, V1_STEPS, Candidates, Scheme, buckets, gather,
                               s1_candidates, s2_candidates, select)
 
@@ -44,12 +47,22 @@ RANDOM_INIT_WARNING = ("model weights are RANDOMLY INITIALISED (no trained weigh
                        "preset given or shipped): the embeddings carry no learned meaning")
 
 
+def use_threads(threads: int | None = None) -> int:
+    """Run torch on `threads` CPU threads (default: `tessera.cpus.available_cpus`, which honours
+    OMP_NUM_THREADS and the CPU affinity); returns the number set."""
+    from tessera.cpus import available_cpus
+
+    n = int(threads or available_cpus())
+    torch.set_num_threads(n)
+    return n
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: CUDA is not available on this machine")
+        raise InputError(f"device {device!r}: CUDA is not available on this machine")
     return dev
 
 
@@ -69,7 +82,7 @@ def resolve_model(checkpoint: str | os.PathLike | None = None, preset: str | Non
     if checkpoint is not None:
         model, meta = load_checkpoint(checkpoint)
         if preset is not None and meta.get("preset") not in (None, preset):
-            raise ValueError(f"--preset {preset} contradicts the checkpoint's preset "
+            raise InputError(f"--preset {preset} contradicts the checkpoint's preset "
                              f"{meta.get('preset')!r} ({checkpoint})")
         return model.eval(), meta
     shipped = shipped_checkpoint() if use_shipped else None
@@ -110,9 +123,9 @@ class Embedder:
                  sampling: Scheme = "all", seed: int = 0, bf16: bool = False,
                  steps: int = V1_STEPS) -> None:
         if sampling not in SCHEMES:
-            raise ValueError(f"sampling {sampling!r}: expected one of {', '.join(SCHEMES)}")
+            raise InputError(f"sampling {sampling!r}: expected one of {', '.join(SCHEMES)}")
         if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size {batch_size}: expected a positive number of pixels")
+            raise InputError(f"batch_size {batch_size}: expected a positive number of pixels")
         self.device = resolve_device(device)
         if batch_size is None:
             batch_size = CPU_BATCH_SIZE if self.device.type == "cpu" else GPU_BATCH_SIZE
@@ -131,7 +144,7 @@ class Embedder:
         return contextlib.nullcontext()
 
     def _encode(self, encode: Callable[..., torch.Tensor], c: Candidates, stream: int,
-                pixel_ids: np.ndarray) -> torch.Tensor:
+                pixel_ids: np.ndarray, progress: Task | None = None) -> torch.Tensor:
         n = c.values.shape[0]
         idx, lengths = select(c, self.sampling, self.seed, stream, pixel_ids, self.steps)
         out = torch.empty((n, self.model.config.d_model), dtype=torch.float32, device=self.device)
@@ -150,10 +163,14 @@ class Embedder:
                 h = encode(values.to(self.device), doy.to(self.device),
                            None if mask is None else mask.to(self.device))
             out[torch.from_numpy(rows).to(self.device)] = h.float()
+            if progress is not None:
+                progress.advance(len(rows) / 2)  # each pixel goes through two encoders
         return out
 
-    def embed(self, batch: DPixelBatch, pixel_ids: np.ndarray | None = None) -> EmbedResult:
-        """Embed every pixel of `batch`. `pixel_ids` (default 0..N-1) seed the v1 draws."""
+    def embed(self, batch: DPixelBatch, pixel_ids: np.ndarray | None = None,
+              progress: Task | None = None) -> EmbedResult:
+        """Embed every pixel of `batch`. `pixel_ids` (default 0..N-1) seed the v1 draws;
+        `progress` is advanced by the pixels done after every forward pass."""
         n = len(batch)
         if pixel_ids is None:
             pixel_ids = np.arange(n, dtype=np.int64)
@@ -163,8 +180,8 @@ class Embedder:
         if n == 0:
             return EmbedResult(np.zeros((0, latent), np.float32), flags.astype(np.uint8))
         with torch.inference_mode():
-            h2 = self._encode(self.model.encode_s2, c2, 2, pixel_ids)
-            h1 = self._encode(self.model.encode_s1, c1, 1, pixel_ids)
+            h2 = self._encode(self.model.encode_s2, c2, 2, pixel_ids, progress)
+            h1 = self._encode(self.model.encode_s1, c1, 1, pixel_ids, progress)
             with self._autocast():
                 emb = self.model.fuse(h2, h1).float().cpu().numpy()
         return EmbedResult(emb, flags.astype(np.uint8))
@@ -182,18 +199,81 @@ class TileOutputs:
     n_flagged: int
 
 
-def embed_tile(embedder: Embedder, tile_dir: Tile | str | os.PathLike, out_dir: str | os.PathLike,
-               name: str | None = None, *, geotiff: str | None = None, year: int | None = None,
-               keep_partial: bool = False, chunk_pixels: int = 16384, progress: bool = True,
-               meta: dict[str, Any] | None = None) -> TileOutputs:
-    """Embed a tile folder (a path or an opened `Tile`) into `<out_dir>/<name>.npy` (int8,
-    H x W x 128), `<name>_scales.npy` (float32, H x W; NaN = no data) and `<name>_flags.npy`
-    (uint8 FLAG_* bits).
+@dataclasses.dataclass
+class Chunk:
+    """Rows r0..r1 of a tile, embedded: int8 (h, W, D) codes, float32 (h, W) scales (NaN = no
+    data: outside the ROI, or flagged), uint8 (h, W) FLAG_* bits."""
+
+    r0: int
+    r1: int
+    q: np.ndarray
+    scales: np.ndarray
+    flags: np.ndarray
+
+
+def embed_chunks(embedder: Embedder, tile: Tile, *, keep_partial: bool = False,
+                 chunk_pixels: int = 16384, progress: Progress | None = None,
+                 description: str | None = None) -> Iterator[Chunk]:
+    """Embed a tile a few rows at a time (about `chunk_pixels` pixels), in row order.
 
     Pixels outside the ROI are not computed. Pixels without any valid S2 or S1 observation are
     embedded as SPEC 5 says (all steps used) but get a NaN scale, unless `keep_partial` keeps
-    those that lack only one sensor. `geotiff`: None, "float32" or "int8" (see `write_geotiff`).
-    """
+    those that lack only one sensor. A pixel's result does not depend on the chunking."""
+    h, w = tile.shape
+    latent = embedder.model.config.latent_dim
+    rows_per_chunk = max(1, chunk_pixels // max(w, 1))
+    roi = tile.roi.reshape(-1) > 0
+    bar = task(progress, description or f"embedding {tile.path.name}", total=int(roi.sum()),
+               unit="px")
+    for r0 in range(0, h, rows_per_chunk):
+        r1 = min(h, r0 + rows_per_chunk)
+        ids = np.arange(r0 * w, r1 * w, dtype=np.int64)
+        inside = roi[ids]
+        q = np.zeros((len(ids), latent), np.int8)
+        s = np.full(len(ids), np.nan, np.float32)
+        flags = np.full(len(ids), FLAG_OUTSIDE_ROI, np.uint8)
+        if inside.any():
+            batch = tile.read_rows(r0, r1).take(np.flatnonzero(inside))
+            res = embedder.embed(batch, ids[inside], progress=bar)
+            qi, si = quantize(res.embeddings)
+            drop = (res.flags != 0) if not keep_partial else (
+                res.flags == (FLAG_NO_S2 | FLAG_NO_S1))
+            si[drop] = np.nan
+            q[inside], s[inside], flags[inside] = qi, si, res.flags
+        yield Chunk(r0, r1, q.reshape(r1 - r0, w, latent), s.reshape(r1 - r0, w),
+                    flags.reshape(r1 - r0, w))
+
+
+def embed_tile_arrays(embedder: Embedder, tile: Tile, *, keep_partial: bool = False,
+                      chunk_pixels: int = 16384, progress: Progress | None = None,
+                      description: str | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`embed_chunks` gathered in memory: (int8 (H, W, D), float32 (H, W), uint8 (H, W))."""
+    h, w = tile.shape
+    latent = embedder.model.config.latent_dim
+    q = np.zeros((h, w, latent), np.int8)
+    s = np.full((h, w), np.nan, np.float32)
+    f = np.zeros((h, w), np.uint8)
+    for c in embed_chunks(embedder, tile, keep_partial=keep_partial, chunk_pixels=chunk_pixels,
+                          progress=progress, description=description):
+        q[c.r0:c.r1], s[c.r0:c.r1], f[c.r0:c.r1] = c.q, c.scales, c.flags
+    return q, s, f
+
+
+def embed_tile(embedder: Embedder, tile_dir: Tile | str | os.PathLike, out_dir: str | os.PathLike,
+               name: str | None = None, *, geotiff: str | None = None, year: int | None = None,
+               keep_partial: bool = False, chunk_pixels: int = 16384,
+               progress: Progress | None = None, meta: dict[str, Any] | None = None
+               ) -> TileOutputs:
+    """Embed a tile folder (a path or an opened `Tile`) into `<out_dir>/<name>.npy` (int8,
+    H x W x 128), `<name>_scales.npy` (float32, H x W; NaN = no data) and `<name>_flags.npy`
+    (uint8 FLAG_* bits), streamed chunk by chunk into memory-mapped files written under
+    temporary names and renamed when complete (see `embed_chunks` for what is computed).
+
+    `geotiff`: None, "float32" or "int8" (see `tessera.geotiff`); its tags record the year
+    (`year`, else the one the tile's sidecar records) and the model."""
+    if geotiff is not None and geotiff not in tessera_geotiff.DTYPES:
+        raise InputError(f"geotiff dtype {geotiff!r}: expected 'float32' or 'int8'")
     tile = tile_dir if isinstance(tile_dir, Tile) else Tile.open(tile_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -207,40 +287,22 @@ def embed_tile(embedder: Embedder, tile_dir: Tile | str | os.PathLike, out_dir: 
         q_out = np.lib.format.open_memmap(tmps["emb"], mode="w+", dtype=np.int8, shape=(h, w, latent))
         s_out = np.lib.format.open_memmap(tmps["scales"], mode="w+", dtype=np.float32, shape=(h, w))
         f_out = np.lib.format.open_memmap(tmps["flags"], mode="w+", dtype=np.uint8, shape=(h, w))
-        rows_per_chunk = max(1, chunk_pixels // max(w, 1))
-        roi = tile.roi.reshape(-1) > 0
         n_flagged = 0
-        with _progress(progress, total=int(roi.sum()), what=f"embedding {name}") as advance:
-            for r0 in range(0, h, rows_per_chunk):
-                r1 = min(h, r0 + rows_per_chunk)
-                ids = np.arange(r0 * w, r1 * w, dtype=np.int64)
-                inside = roi[ids]
-                q = np.zeros((len(ids), latent), np.int8)
-                s = np.full(len(ids), np.nan, np.float32)
-                flags = np.full(len(ids), FLAG_OUTSIDE_ROI, np.uint8)
-                if inside.any():
-                    batch = tile.read_rows(r0, r1).take(np.flatnonzero(inside))
-                    res = embedder.embed(batch, ids[inside])
-                    qi, si = quantize(res.embeddings)
-                    drop = (res.flags != 0) if not keep_partial else (
-                        res.flags == (FLAG_NO_S2 | FLAG_NO_S1))
-                    si[drop] = np.nan
-                    q[inside], s[inside], flags[inside] = qi, si, res.flags
-                    n_flagged += int((res.flags != 0).sum())
-                    advance(int(inside.sum()))
-                q_out[r0:r1] = q.reshape(r1 - r0, w, latent)
-                s_out[r0:r1] = s.reshape(r1 - r0, w)
-                f_out[r0:r1] = flags.reshape(r1 - r0, w)
-                release_pages(q_out, s_out, f_out)  # written pages go to disk, not RSS
+        for c in embed_chunks(embedder, tile, keep_partial=keep_partial, chunk_pixels=chunk_pixels,
+                              progress=progress, description=f"embedding {name}"):
+            q_out[c.r0:c.r1], s_out[c.r0:c.r1], f_out[c.r0:c.r1] = c.q, c.scales, c.flags
+            n_flagged += int(((c.flags != 0) & (c.flags != FLAG_OUTSIDE_ROI)).sum())
+            release_pages(q_out, s_out, f_out)  # written pages go to disk, not RSS
         for arr in (q_out, s_out, f_out):
             arr.flush()
-        del q_out, s_out, f_out
         geotiffs: list[Path] = []
         if geotiff is not None:
+            year = year if year is not None else tile.recorded_year()
             tags = {**_provenance(embedder, meta), "year": "" if year is None else str(year),
                     "tile": name}
-            geotiffs = write_geotiff(tmps["emb"], tmps["scales"], out_dir / f"{name}.tif",
-                                     tile.crs, tile.transform, dtype=geotiff, tags=tags)
+            geotiffs = write_geotiff(q_out, s_out, out_dir / f"{name}.tif", tile.crs,
+                                     tile.transform, dtype=geotiff, tags=tags)
+        del q_out, s_out, f_out
         for k in ("emb", "scales", "flags"):  # scales last-but-one: a pair is complete once both exist
             os.replace(tmps[k], finals[k])
     finally:
@@ -257,66 +319,17 @@ def _provenance(embedder: Embedder, meta: dict[str, Any] | None) -> dict[str, st
             "sampling": embedder.sampling, "seed": str(embedder.seed)}
 
 
-def write_geotiff(emb_npy: Path, scales_npy: Path, path: Path, crs: Any, transform: Any,
-                  dtype: str = "float32", tags: dict[str, str] | None = None,
-                  window_rows: int = 256) -> list[Path]:
-    """GeoTIFF(s) of an embedding pair in the tile's CRS and transform, written window by window.
-
-    "float32": one file, 128 bands of q * s (NaN = no data). "int8": `<path>` with the 128 int8
-    bands plus `<stem>_scales.tif`, one float32 band (a GeoTIFF holds one data type). Written
-    under temporary names, then renamed.
-    """
-    import rasterio
-
-    if dtype not in ("float32", "int8"):
-        raise ValueError(f"geotiff dtype {dtype!r}: expected 'float32' or 'int8'")
-    q = np.load(emb_npy, mmap_mode="r")
-    s = np.load(scales_npy, mmap_mode="r")
+def write_geotiff(q: np.ndarray, scales: np.ndarray, path: Path, crs: Any, transform: Any,
+                  dtype: str = "float32", tags: dict[str, str] | None = None) -> list[Path]:
+    """GeoTIFF(s) of a tile's int8 codes (H, W, D) and scales (H, W) (arrays or memory maps) in
+    its CRS and transform, written window by window (`tessera.geotiff.write_embeddings`)."""
     h, w, latent = q.shape
-    profile = dict(driver="GTiff", height=h, width=w, crs=crs, transform=transform, tiled=True,
-                   blockxsize=256, blockysize=256, compress="deflate", BIGTIFF="IF_SAFER",
-                   interleave="pixel")
-    outputs = [(path, latent, dtype)]
-    if dtype == "int8":
-        outputs.append((path.with_name(path.stem + "_scales.tif"), 1, "float32"))
-    written = []
-    try:
-        for out, count, dt in outputs:
-            tmp = tmp_sibling(out)
-            written.append((tmp, out))
-            nodata = float("nan") if dt == "float32" else None
-            with rasterio.open(tmp, "w", count=count, dtype=dt, nodata=nodata, **profile) as dst:
-                dst.update_tags(**(tags or {}), encoding=("q*s" if dtype == "float32" else
-                                                          "int8 q; embedding = q * scale"))
-                for b in range(count):
-                    dst.set_band_description(b + 1, "scale" if count == 1 and latent != 1
-                                             else f"A{b:03d}")
-                for r0 in range(0, h, window_rows):
-                    r1 = min(h, r0 + window_rows)
-                    win = rasterio.windows.Window(0, r0, w, r1 - r0)
-                    if count == 1:
-                        dst.write(np.asarray(s[r0:r1])[None], window=win)
-                    elif dt == "float32":
-                        block = dequantize(q[r0:r1], s[r0:r1])
-                        dst.write(np.moveaxis(block, -1, 0), window=win)
-                    else:
-                        dst.write(np.moveaxis(np.asarray(q[r0:r1]), -1, 0), window=win)
-        for tmp, out in written:
-            os.replace(tmp, out)
-    finally:
-        for tmp, _ in written:
-            tmp.unlink(missing_ok=True)
-    return [out for _, out in written]
 
+    def read(win: tessera_geotiff.Window) -> tuple[np.ndarray, np.ndarray]:
+        rows, cols = win.slices
+        return np.asarray(q[rows, cols]), np.asarray(scales[rows, cols])
 
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int, what: str) -> Iterator[Callable[[int], None]]:
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeRemainingColumn)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("px"), TimeRemainingColumn(), transient=False) as bar:
-        task = bar.add_task(what, total=total)
-        yield lambda n: bar.advance(task, n)
+    encoding = "q*s" if dtype == "float32" else "int8 q; embedding = q * scale"
+    return tessera_geotiff.write_embeddings(path, crs=crs, transform=transform, width=w, height=h,
+                                            dim=latent, read=read, dtype=dtype,
+                                            tags={**(tags or {}), "encoding": encoding})

@@ -22,12 +22,3 @@ def dequantize(q: np.ndarray, s: np.ndarray) -> np.ndarray:
     """q * s as float32; pixels with a NaN scale come back as NaN vectors."""
     return np.asarray(q, dtype=np.float32) * np.asarray(s, dtype=np.float32)[..., None]
 
-
-def fake_quantize_tensor(r):  # torch.Tensor -> torch.Tensor
-    """Straight-through fake quantisation used in training (per-tensor scale, SPEC section 4):
-    forward = the int8 round trip, backward = identity."""
-    import torch
-
-    s = r.detach().abs().max().clamp_min(1e-12) / 127.0
-    q = torch.clamp(torch.round(r / s), -128, 127) * s
-    return r + (q - r).detach()

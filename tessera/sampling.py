@@ -23,6 +23,7 @@ import numpy as np
 
 from tessera.bands import s1_valid
 from tessera.dpixel import DPixelBatch
+from tessera.errors import InputError
 
 Scheme = Literal["all", "v1"]
 SCHEMES: tuple[str, ...] = ("all", "v1")
@@ -155,7 +156,7 @@ def select(c: Candidates, scheme: Scheme, seed: int, stream: int, pixel_ids: np.
         return draw_v1(c.candidate, steps, seed, stream, pixel_ids), None
     if scheme == "all":
         return all_valid_indices(c.candidate)
-    raise ValueError(f"unknown sampling scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+    raise InputError(f"unknown sampling scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
 
 
 def buckets(lengths: np.ndarray, tokens_per_batch: int, granularity: int = 8,

@@ -39,5 +39,6 @@ def pytest_configure(config):
     # Under pytest-xdist every worker is its own process: one torch thread each, so workers do
     # not oversubscribe the cores.
     if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"  # what the CLI's default --threads honours
         import torch
         torch.set_num_threads(1)

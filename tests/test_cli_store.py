@@ -160,7 +160,7 @@ def test_store_check_reports_a_tampered_file(tmp_path):
     assert res.exit_code == 1
     assert "sha256 differs" in res.output and "stray.npy" in res.output
     # over HTTP the tampered file is refused, nothing corrupt lands in the output
-    from tessera.store.http import serve_store
+    from tessera.store.server import serve_store
 
     with serve_store(root) as srv:
         res = run("download", "--store", srv.url, "--tile", TILES[0], "--year", "2022", "-o",

@@ -1,4 +1,4 @@
-"""Label-efficiency evaluation (tessera.downstream.evaluate): splits, subsets, raw features,
+"""Label-efficiency evaluation (tessera.downstream): splits, subsets, raw features,
 scores on synthetic tables with known answers, and the real FRA 2022 table end to end."""
 
 from __future__ import annotations
@@ -10,7 +10,11 @@ import pandas as pd
 import pytest
 
 from conftest import shared_path
-from tessera.downstream import evaluate as ev
+from tessera.downstream.evaluate import METHODS, evaluate_table
+from tessera.downstream.features import embed_samples, raw_features
+from tessera.downstream.report import summarise, summary_dict, summary_markdown
+from tessera.downstream.splits import leave_one_cell_out, subsample
+from tessera.downstream.tables import load_table, merge_rare
 
 FRA_2022 = ("worldcereal", "extractions", "2022_FRA_LPIS_POLY_110.geoparquet")
 UGA = ("worldcereal", "extractions", "2017_UGA_SSD_public_extractions_wide.parquet")
@@ -57,7 +61,7 @@ FAST = dict(n_estimators=30, n_jobs=1)
 
 def test_folds_are_geographic():
     cells = np.random.default_rng(0).choice(["a", "b", "c", "d"], 200)
-    folds = ev.leave_one_cell_out(cells)
+    folds = leave_one_cell_out(cells)
     assert [f.cell for f in folds] == ["a", "b", "c", "d"]
     tested = np.concatenate([f.test for f in folds])
     assert sorted(tested) == list(range(200))  # each sample tested exactly once
@@ -65,16 +69,16 @@ def test_folds_are_geographic():
         assert set(cells[f.test]) == {f.cell}
         assert not set(cells[f.train]) & set(cells[f.test])
         assert len(f.train) + len(f.test) == 200
-    assert ev.leave_one_cell_out(["x"] * 5) == []
+    assert leave_one_cell_out(["x"] * 5) == []
 
 
 def test_subsample_reproducible_nested_stratified():
     labels = np.array(["a"] * 150 + ["b"] * 60 + ["c"] * 30 + ["d"] * 7 + ["e"] * 3)
     n = len(labels)
     for seed in range(4):
-        subsets = {f: ev.subsample(labels, f, seed, salt=7) for f in (0.01, 0.1, 0.5, 1.0)}
+        subsets = {f: subsample(labels, f, seed, salt=7) for f in (0.01, 0.1, 0.5, 1.0)}
         for f, s in subsets.items():
-            assert np.array_equal(s, ev.subsample(labels, f, seed, salt=7))  # reproducible
+            assert np.array_equal(s, subsample(labels, f, seed, salt=7))  # reproducible
             assert len(np.unique(s)) == len(s) and np.all(np.diff(s) > 0)
             assert set(labels[s]) == set(labels)  # >= 1 sample of every class
         assert len(subsets[0.01]) == max(math.ceil(0.01 * n), 5) == 5
@@ -88,20 +92,20 @@ def test_subsample_reproducible_nested_stratified():
                 share = len(s) * (labels == c).sum() / n
                 assert abs((labels[s] == c).sum() - share) <= 2, (f, c)
     # seeds and folds (salt) draw different subsets
-    assert not np.array_equal(ev.subsample(labels, 0.1, 0), ev.subsample(labels, 0.1, 1))
-    assert not np.array_equal(ev.subsample(labels, 0.1, 0, salt=1),
-                              ev.subsample(labels, 0.1, 0, salt=2))
+    assert not np.array_equal(subsample(labels, 0.1, 0), subsample(labels, 0.1, 1))
+    assert not np.array_equal(subsample(labels, 0.1, 0, salt=1),
+                           subsample(labels, 0.1, 0, salt=2))
     # without the per-class minimum: exactly ceil(f n)
-    assert len(ev.subsample(labels, 0.01, 0, min_per_class=0)) == 3
+    assert len(subsample(labels, 0.01, 0, min_per_class=0)) == 3
     with pytest.raises(ValueError):
-        ev.subsample(labels, 0.0, 0)
+        subsample(labels, 0.0, 0)
 
 
 def test_merge_rare_and_load_table():
-    assert list(ev.merge_rare([1, 1, 2, 3, 3, 3], min_count=2)) == ["1", "1", "other", "3", "3",
+    assert list(merge_rare([1, 1, 2, 3, 3, 3], min_count=2)) == ["1", "1", "other", "3", "3",
                                                                     "3"]
     df = synthetic_long((4, 4), classes=("10", "20", "20", "20"))
-    t = ev.load_table(df, name="syn", min_count=3)
+    t = load_table(df, name="syn", min_count=3)
     assert list(t.sample_ids) == sorted(df["sample_id"].unique())
     assert t.year == 2021 and len(t) == 8
     assert sorted(set(t.labels)) == ["20", "other"]  # "10" has 2 samples < 3
@@ -110,7 +114,7 @@ def test_merge_rare_and_load_table():
     bad = df.copy()
     bad.loc[0, "h3_l3_cell"] = "elsewhere"  # one sample in two cells
     with pytest.raises(ValueError, match="several"):
-        ev.load_table(bad)
+        load_table(bad)
 
 
 # --- raw features -----------------------------------------------------------------------------
@@ -126,7 +130,7 @@ def test_raw_features_matrix():
         "S1-SIGMA0-VH": [65535] * 6,  # never valid: dropped
         "other": [0] * 6,
     })
-    x, names = ev.raw_features(long, ["a", "b", "c"])
+    x, names = raw_features(long, ["a", "b", "c"])
     assert names == ["2022-01-01:S2-L2A-B04", "2022-01-01:S2-L2A-B02", "2022-01-01:S1-SIGMA0-VV",
                      "2022-02-01:S2-L2A-B04", "2022-02-01:S2-L2A-B02", "2022-02-01:S1-SIGMA0-VV",
                      "2022-03-01:S2-L2A-B04", "2022-03-01:S2-L2A-B02", "2022-03-01:S1-SIGMA0-VV"]
@@ -135,33 +139,33 @@ def test_raw_features_matrix():
                          [200, 20, nan, nan, nan, nan, nan, 22, 220],
                          [nan] * 9])
     np.testing.assert_array_equal(x, expected)
-    x_all, names_all = ev.raw_features(long, ["a"], drop_empty=False)
+    x_all, names_all = raw_features(long, ["a"], drop_empty=False)
     assert x_all.shape == (1, 12) and names_all[3] == "2022-01-01:S1-SIGMA0-VH"
     with pytest.raises(ValueError, match="repeated"):
-        ev.raw_features(pd.concat([long, long.iloc[:1]]), ["a", "b"])
+        raw_features(pd.concat([long, long.iloc[:1]]), ["a", "b"])
 
 
 # --- scores with known answers ----------------------------------------------------------------
 
 def test_informative_embeddings_score_about_one():
-    t = ev.load_table(synthetic_long())
-    r = ev.evaluate_table(t, label_embedder(noise=0.3), methods=("logreg_emb", "rf_emb"),
-                          fractions=(0.01, 0.1, 1.0), seeds=(0, 1), **FAST)
+    t = load_table(synthetic_long())
+    r = evaluate_table(t, label_embedder(noise=0.3), methods=("logreg_emb", "rf_emb"),
+                       fractions=(0.01, 0.1, 1.0), seeds=(0, 1), **FAST)
     assert len(r) == 2 * 3 * 2 * 3  # methods x fractions x seeds x folds
     # with one labelled sample per class (1 %) a forest's bootstrap drops classes from trees
     strict = r[(r["method"] == "logreg_emb") | (r["fraction"] > 0.01)]
     assert (strict["accuracy"] > 0.97).all() and (strict["macro_f1"] > 0.97).all()
     assert (r["accuracy"] > 0.9).all(), r[["method", "fraction", "accuracy"]]  # chance 1/3
-    md = ev.summary_markdown(r)
+    md = summary_markdown(r)
     assert "| 1 % | 10 % | 100 % |" in md
     assert "| <table> | logreg_emb | acc 1.00 ± 0.00 (F1 1.00) |" in md
 
 
 def test_noise_embeddings_score_about_chance():
-    t = ev.load_table(synthetic_long((240, 180, 180), seed=3))
-    r = ev.evaluate_table(t, noise_embedder, methods=("logreg_emb", "rf_emb", "majority"),
-                          fractions=(0.1, 1.0), seeds=(0, 1, 2), **FAST)
-    s = ev.summarise(r)
+    t = load_table(synthetic_long((240, 180, 180), seed=3))
+    r = evaluate_table(t, noise_embedder, methods=("logreg_emb", "rf_emb", "majority"),
+                       fractions=(0.1, 1.0), seeds=(0, 1, 2), **FAST)
+    s = summarise(r)
     for m in ("logreg_emb", "rf_emb"):
         acc = s[s["method"] == m]["acc_mean"]
         assert ((acc > 0.2) & (acc < 0.47)).all(), s  # chance = 1/3
@@ -170,45 +174,45 @@ def test_noise_embeddings_score_about_chance():
 
 
 def test_missing_embeddings_are_errors_not_dropped():
-    t = ev.load_table(synthetic_long((30, 30, 30)))
+    t = load_table(synthetic_long((30, 30, 30)))
     full = label_embedder(noise=0.1)
 
     def partial(df):
         ids, x = full(df)
         return ids[5:], x[5:], np.r_[np.ones(3), np.zeros(len(ids) - 8)].astype(np.uint8)
-    r = ev.evaluate_table(t, partial, methods=("logreg_emb",), fractions=(1.0,), seeds=(0,))
+    r = evaluate_table(t, partial, methods=("logreg_emb",), fractions=(1.0,), seeds=(0,))
     assert r["n_test"].sum() == 90 and r["n_test_no_features"].sum() == 5
     assert r["n_test_flagged"].sum() == 3
     cell0 = r[r["test_cell"] == "cell0"].iloc[0]  # the skipped samples s0000..s0004 are in cell0
     assert cell0["n_test_no_features"] == 5 and cell0["accuracy"] == pytest.approx(25 / 30)
     with pytest.raises(ValueError, match="unknown sample id"):
-        ev.embed_samples(t, lambda df: (np.array(["nope"]), np.zeros((1, 4))))
+        embed_samples(t, lambda df: (np.array(["nope"]), np.zeros((1, 4))))
 
 
 def test_deterministic_and_summary():
-    t = ev.load_table(synthetic_long((45, 45, 45), seed=1))
-    kw = dict(methods=ev.METHODS, fractions=(0.1, 1.0), seeds=(0, 1), **FAST)
-    r1 = ev.evaluate_table(t, label_embedder(noise=3.0), **kw)
-    r2 = ev.evaluate_table(t, label_embedder(noise=3.0), **kw)
+    t = load_table(synthetic_long((45, 45, 45), seed=1))
+    kw = dict(methods=METHODS, fractions=(0.1, 1.0), seeds=(0, 1), **FAST)
+    r1 = evaluate_table(t, label_embedder(noise=3.0), **kw)
+    r2 = evaluate_table(t, label_embedder(noise=3.0), **kw)
     pd.testing.assert_frame_equal(r1, r2)
     assert list(r1.columns[:10]) == ["table", "method", "fraction", "seed", "fold", "test_cell",
                                      "n_train", "n_test", "accuracy", "macro_f1"]
-    s = ev.summarise(r1)
+    s = summarise(r1)
     one = r1[(r1["method"] == "rf_emb") & (r1["fraction"] == 0.1)]
     per_seed = one.groupby("seed")["accuracy"].mean()
     row = s[(s["method"] == "rf_emb") & (s["fraction"] == 0.1)].iloc[0]
     assert row["acc_mean"] == pytest.approx(per_seed.mean())
     assert row["acc_std"] == pytest.approx(per_seed.std(ddof=1))
-    d = ev.summary_dict(r1, model="fake")
+    d = summary_dict(r1, model="fake")
     assert d["model"] == "fake" and len(d["summary"]) == len(s)
 
 
 # --- real data --------------------------------------------------------------------------------
 
 def test_real_fra_2022_pipeline_with_fake_embeddings():
-    t = ev.load_table(shared_path(*FRA_2022))
+    t = load_table(shared_path(*FRA_2022))
     assert len(t) == 500 and t.year == 2022 and len(set(t.cells)) == 2
-    x, names = ev.raw_features(t.year_rows(), t.sample_ids)
+    x, names = raw_features(t.year_rows(), t.sample_ids)
     assert x.shape == (500, 12 * 11)  # 12 months x (9 S2 bands + VV + VH); B8A is all nodata
     assert not any("B8A" in n for n in names)
 
@@ -217,21 +221,20 @@ def test_real_fra_2022_pipeline_with_fake_embeddings():
     def fake(df):
         seen_rows.append(len(df))
         return noise_embedder(df)
-    r = ev.evaluate_table(t, fake, seeds=(0, 1), **FAST)
+    r = evaluate_table(t, fake, seeds=(0, 1), **FAST)
     assert seen_rows == [len(t.year_rows())]  # one embedding call, evaluation-year rows only
-    assert set(r["method"]) == set(ev.METHODS) and r["fold"].nunique() == 2
+    assert set(r["method"]) == set(METHODS) and r["fold"].nunique() == 2
     assert (r.groupby(["method", "fraction", "seed"])["n_test"].sum() == 500).all()
     full = r[r["fraction"] == 1.0]
     assert (full["n_train"] == full["n_train_pool"]).all()
     assert (full["n_train"] + full["n_test"] == 500).all()
     assert r["accuracy"].between(0, 1).all() and r["macro_f1"].between(0, 1).all()
-    md = ev.summary_markdown(r)
+    md = summary_markdown(r)
     assert md.count("2022_FRA_LPIS_POLY_110.geoparquet |") == 4 + 1
 
 
 def test_real_uga_wide_table_loads():
-    pytest.importorskip("tessera.widetable", reason="tessera.widetable not written yet")
-    t = ev.load_table(shared_path(*UGA))
+    t = load_table(shared_path(*UGA))
     assert len(t) == 500 and len(set(t.cells)) == 7 and t.year == 2017
-    x, _ = ev.raw_features(t.year_rows(), t.sample_ids)
+    x, _ = raw_features(t.year_rows(), t.sample_ids)
     assert x.shape[0] == 500 and x.shape[1] > 0

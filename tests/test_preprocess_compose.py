@@ -13,7 +13,7 @@ from tessera.bands import S2_BANDS, s1_db_to_int16, s1_linear_to_int16
 from tessera.preprocess.acquisition import ArrayAsset, Granule, PreprocessError
 from tessera.preprocess.compose import (ComposeOptions, ConflictError, compose_s1_date,
                                         compose_s2_date, group_by_date)
-from tessera.preprocess.grid import TargetGrid
+from tessera.geo import TargetGrid
 
 CRS32631 = CRS.from_epsg(32631)
 T10 = from_origin(500000, 5600000, 10, 10)

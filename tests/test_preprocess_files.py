@@ -14,7 +14,8 @@ from shapely.geometry import box
 
 from tessera.bands import scl_valid
 from tessera.dpixel import Tile
-from tessera.preprocess import ComposeOptions, PreprocessError, TargetGrid, plan, run
+from tessera.geo import TargetGrid
+from tessera.preprocess import ComposeOptions, PreprocessError, plan, run
 from tessera.preprocess import pipeline
 from tessera.preprocess.sources.files import FilesSource, template_regex
 from tessera.preprocess.synthetic import S1_TEMPLATE, S2_TEMPLATE, write_scene_files

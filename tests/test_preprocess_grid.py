@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from rasterio.warp import transform_bounds
 
-from tessera.preprocess.grid import Patch, RegionError, TargetGrid, utm_crs
+from tessera.geo import Patch, RegionError, TargetGrid, utm_crs
 
 
 @pytest.mark.parametrize("lon, lat, epsg", [(3.0, 50.5, 32631), (-0.5, 51.0, 32630),

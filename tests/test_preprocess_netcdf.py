@@ -22,11 +22,10 @@ from typer.testing import CliRunner
 
 from tessera.bands import S2_BANDS, s1_db_to_int16, scl_valid
 from tessera.dpixel import Tile
+from tessera.geo import Patch, TargetGrid
 from tessera.preprocess import (
     ComposeOptions,
-    Patch,
     PreprocessError,
-    TargetGrid,
     plan,
     run,
 )

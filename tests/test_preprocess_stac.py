@@ -18,7 +18,8 @@ from rasterio.warp import transform_bounds, transform_geom
 from shapely.geometry import box, mapping
 
 from tessera.bands import BOA_OFFSET, S2_BANDS
-from tessera.preprocess import ComposeOptions, PreprocessError, TargetGrid, plan, run
+from tessera.geo import TargetGrid
+from tessera.preprocess import ComposeOptions, PreprocessError, plan, run
 from tessera.preprocess.sources.files import FilesSource
 from tessera.preprocess.sources.stac import StacSource
 from tessera.preprocess.synthetic import (

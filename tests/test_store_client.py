@@ -13,10 +13,12 @@ import rasterio
 from pyproj import Transformer
 from shapely.geometry import Point, box
 
-import tessera.store.client as cm
-from tessera.preprocess.grid import utm_crs
+import tessera.geotiff
+import tessera.store.export
+import tessera.store.mosaic
+from tessera.geo import utm_crs
 from tessera.store.client import Client, ClientError, MissingTilesWarning
-from tessera.store.grid import GridError, parse_tile_name, tile_of
+from tessera.geo.grid import GridError, parse_tile_name, tile_of
 from tessera.store.layout import geotiff_relpath
 from tessera.store.local import LocalStore
 from tessera.store.synthetic import build_simulated_store
@@ -43,8 +45,8 @@ def client(store):
 @pytest.fixture
 def small_windows(monkeypatch):
     """Several windows per region, so window-by-window code paths and seams are exercised."""
-    monkeypatch.setattr(cm, "WINDOW", 32)
-    monkeypatch.setattr(cm, "TIFF_BLOCK", 32)
+    monkeypatch.setattr(tessera.store.mosaic, "WINDOW", 32)
+    monkeypatch.setattr(tessera.store.export, "TIFF_BLOCK", 32)
 
 
 def xy(t, x, y):
@@ -67,9 +69,15 @@ class CountingStore:
     def manifest(self):
         return self.inner.manifest()
 
-    def open_file(self, f):
+    def open_file(self, f, verify=False):
         self.opens[f.path] += 1
         return self.inner.open_file(f)
+
+    def is_local(self, f):
+        return self.inner.is_local(f)
+
+    def describe(self):
+        return f"counting {self.inner.describe()}"
 
 
 # --- tiles ------------------------------------------------------------------------------------------
@@ -289,6 +297,10 @@ def test_dry_run_numbers(client, store, tmp_path):
     class CachedStore(CountingStore):  # a remote store with a cache directory
         cache_dir = tmp_path / "cache"
 
+        def is_local(self, f):
+            p = self.cache_dir / f.path
+            return p.is_file() and p.stat().st_size == f.size
+
     remote = Client(CachedStore(store))
     assert remote.dry_run(region, YEAR).bytes_to_download == run.bytes_total
     e = man.entries()[0]
@@ -307,7 +319,7 @@ def test_export_geotiff_matches_read_region(client, tmp_path, small_windows):
     with rasterio.open(path) as src:
         assert src.crs.to_epsg() == 32632 and src.transform == m.transform
         assert src.count == 128 and src.dtypes[0] == "float32" and np.isnan(src.nodata)
-        assert src.descriptions[0] == "A00" and src.descriptions[127] == "A127"
+        assert src.descriptions[0] == "A000" and src.descriptions[127] == "A127"
         tags = src.tags()
         assert tags["TESSERA_YEAR"] == "2022" and tags["TESSERA_VERSION"] == "simulated-random"
         assert set(tags["TESSERA_TILES"].split(",")) == set(TILES)
@@ -331,7 +343,7 @@ def test_export_geotiff_matches_read_region(client, tmp_path, small_windows):
 def test_interrupted_geotiff_export_leaves_no_file_and_rerun_completes(client, tmp_path,
                                                                         monkeypatch,
                                                                         small_windows):
-    real = cm._write_window
+    real = tessera.geotiff.write_window
     calls = []
 
     def dying(dst, data, win):
@@ -340,12 +352,12 @@ def test_interrupted_geotiff_export_leaves_no_file_and_rerun_completes(client, t
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-way
         real(dst, data, win)
 
-    monkeypatch.setattr(cm, "_write_window", dying)
+    monkeypatch.setattr(tessera.geotiff, "write_window", dying)
     path = tmp_path / "r.tif"
     with pytest.raises(KeyboardInterrupt):
         client.export_geotiff(BBOX, YEAR, path)
     assert list(tmp_path.iterdir()) == []  # no final file, no partial left
-    monkeypatch.setattr(cm, "_write_window", real)
+    monkeypatch.setattr(tessera.geotiff, "write_window", real)
     client.export_geotiff(BBOX, YEAR, path)
     with rasterio.open(path) as src:
         np.testing.assert_array_equal(src.read().transpose(1, 2, 0),
@@ -370,8 +382,8 @@ def test_no_space_left_leaves_nothing_corrupt(client, tmp_path, monkeypatch, sma
         client.export_geotiff(BBOX, YEAR, tmp_path / "r.tif", dtype="int8")
     assert exc.value.errno == errno.ENOSPC and list(tmp_path.iterdir()) == []
     monkeypatch.undo()
-    monkeypatch.setattr(cm, "WINDOW", 32)
-    monkeypatch.setattr(cm, "TIFF_BLOCK", 32)
+    monkeypatch.setattr(tessera.store.mosaic, "WINDOW", 32)
+    monkeypatch.setattr(tessera.store.export, "TIFF_BLOCK", 32)
 
     real_set = zarr.Array.__setitem__
     monkeypatch.setattr(zarr.Array, "__setitem__", full_disk(real_set))

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from pyproj import Transformer
 from shapely.geometry import Polygon, box
 
-from tessera.store.grid import (GridError, GridTile, parse_tile_name, tile_of, tiles_in_bbox,
+from tessera.geo.grid import (GridError, GridTile, parse_tile_name, tile_of, tiles_in_bbox,
                                 tiles_in_geometry, tiles_of_points)
 
 lons = st.floats(-180, 180, allow_nan=False)

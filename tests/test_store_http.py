@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from tessera.store import open_store
-from tessera.store.http import (HttpStore, RangeNotSatisfiable, RequestLog, StoreRequestHandler,
-                                byte_range, run_server, serve_store)
-from tessera.store.local import LocalStore, StoreError
+from tessera.errors import StoreError
+from tessera.store.http import HttpStore
+from tessera.store.local import LocalStore
+from tessera.store.server import (RangeNotSatisfiable, RequestLog, StoreRequestHandler, byte_range,
+                                  run_server, serve_store)
 from tessera.store.manifest import FileEntry
 from tessera.store.synthetic import build_simulated_store, simulated_tile_arrays
 
@@ -413,7 +415,7 @@ def test_manifest_sha_change_redownloads(store, tmp_path, rec):
         h = client(srv.url, tmp_path, rec)
         old = h.manifest().entry(TILES[0], 2022).files["embeddings"]
         h.open_file(old)
-        from tessera.store.grid import parse_tile_name
+        from tessera.geo.grid import parse_tile_name
         q, s, m, g = simulated_tile_arrays(parse_tile_name(TILES[0]), 2022, seed=1)
         store.write_tile(TILES[0], 2022, q, s, m, version="v2", crs=g.crs, transform=g.transform)
         new = h.manifest().entry(TILES[0], 2022).files["embeddings"]

@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 import shapely
 
-from tessera.store.grid import tiles_in_bbox
+from tessera.geo.grid import tiles_in_bbox
 from tessera.store.manifest import FileEntry, Manifest, ManifestError, TileEntry, hash_file
 
 

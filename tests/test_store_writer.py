@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 from tessera.cli import app
 from tessera.dpixel import Tile, write_tile
 from tessera.infer import Embedder, embed_tile, resolve_model
-from tessera.store.grid import parse_tile_name
+from tessera.geo.grid import parse_tile_name
 from tessera.store.layout import relpath
 from tessera.store.local import LocalStore, StoreError
-from tessera.store.writer import embed_to_store
+from tessera.pipeline.embed_store import embed_to_store
 
 TILE = "grid_6.05_45.05"
 RES = 250.0  # coarse pixels keep the simulated grid tile small (about 45 x 34 px)

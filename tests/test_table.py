@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from conftest import shared_path
@@ -325,13 +324,7 @@ def test_int8_output(table, base, tiny_model):
 
 @pytest.fixture(scope="module")
 def cli():
-    from tessera.cli_points import register
-    app = typer.Typer()
-    register(app)
-
-    @app.command("noop")  # a second command, so typer keeps "embed-points" as a sub-command
-    def _noop() -> None:
-        pass
+    from tessera.cli import app
     return app
 
 

@@ -16,8 +16,8 @@ import xarray as xr
 from conftest import shared_path
 from tessera.bands import S2_BANDS, s1_db_to_int16
 from tessera.preprocess.sources.cubes import annual_windows, open_cube, read_cube
-from tessera.train.corpus import (EVAL_RADIUS_DEG, EVAL_TABLES, corpus_summary, eval_sites,
-                                  read_long_table, real_corpus, table_batches)
+from tessera.train.corpus import (EVAL_RADIUS_DEG, EVAL_TABLES, CorpusFiles, corpus_summary,
+                                  eval_sites, read_long_table, real_corpus, table_batches)
 
 CUBES = ("worldcereal", "cubes")
 EXTRACTIONS = ("worldcereal", "extractions")
@@ -155,7 +155,7 @@ def test_presto_cycles_keep_each_sample_whole():
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = shared_path("worldcereal").parent
-    return root, real_corpus(root, tmp_path_factory.mktemp("corpus"))
+    return root, real_corpus(CorpusFiles(root), tmp_path_factory.mktemp("corpus"))
 
 
 def test_corpus_holds_every_source(corpus):

@@ -15,7 +15,8 @@ import torch.multiprocessing as mp
 from fixtures import make_tile_arrays
 from tessera.dpixel import write_tile
 from tessera.model import TesseraModel, get_preset, load_checkpoint
-from tessera.quantize import dequantize, fake_quantize_tensor, quantize
+from tessera.quantize import dequantize, quantize
+from tessera.train.qat import fake_quantize_tensor
 from tessera.train.loop import TrainConfig, lr_lambda, param_groups, pretrain, rankme
 from tessera.train.shards import TileSource, write_shards
 

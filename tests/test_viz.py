@@ -16,7 +16,7 @@ from pyproj import Transformer
 
 from tessera import viz
 from tessera.quantize import dequantize, quantize
-from tessera.store.grid import parse_tile_name
+from tessera.geo.grid import parse_tile_name
 from tessera.store.local import LocalStore
 from tessera.store.manifest import Manifest
 from tessera.store.synthetic import build_simulated_store
@@ -87,7 +87,7 @@ def test_fit_once_same_vector_same_colour_in_every_tile(structured, tmp_path, mo
     store, shared = structured
     calls = []
     real_fit = viz.fit_pca
-    monkeypatch.setattr(viz, "fit_pca", lambda *a, **k: calls.append(a) or real_fit(*a, **k))
+    monkeypatch.setattr(viz.pca, "fit_pca", lambda *a, **k: calls.append(a) or real_fit(*a, **k))
     done = viz.render_tiles(store, [EAST, WEST], 2022, tmp_path, png=True)
     assert len(calls) == 1, "the PCA must be fitted once for all tiles"
     assert [r.tile for r in done] == [WEST, EAST]

@@ -1,4 +1,4 @@
-"""WorldCereal WIDE tables -> the long layout (`tessera.widetable.wide_to_long`).
+"""WorldCereal WIDE tables -> the long layout (`tessera.table.wide.wide_to_long`).
 
 A tiny synthetic wide frame must convert to an exactly known long frame; malformed tables must
 fail with errors naming the table and column; the three real wide tables must go through
@@ -17,8 +17,8 @@ import pytest
 from conftest import shared_path
 from tessera.bands import S2_BANDS, s1_amplitude_dn_to_db, s1_db_to_int16
 from tessera.table import prepare_table
-from tessera.widetable import (WORLDCEREAL_OPTIONS, WideTableError, first_month, long_column,
-                               wide_to_long)
+from tessera.table.wide import (WORLDCEREAL_OPTIONS, WideTableError, first_month, long_column,
+                                wide_to_long)
 
 EXTRACTIONS = ("worldcereal", "extractions")
 WIDE_TABLES = ("2017_UGA_SSD_public_extractions_wide.parquet",

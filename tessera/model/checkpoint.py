@@ -18,6 +18,7 @@ import numpy as np
 from tessera import __version__
 from tessera.atomic import atomic_path
 from tessera.bands import NORMALISATION_V1, S1_POLS, S2_BANDS
+from tessera.errors import CheckpointError, NotFoundError
 from tessera.model.config import ModelConfig, get_preset
 from tessera.model.published import (fit_state_dict, is_published_layout, load_published,
                                      read_state_dict, unwrap)
@@ -27,7 +28,7 @@ FORMAT = "tessera-checkpoint"
 FORMAT_VERSION = 1
 
 
-class CheckpointConfigError(ValueError):
+class CheckpointConfigError(CheckpointError):
     """The JSON config of a checkpoint does not match what this code expects."""
 
 
@@ -108,8 +109,12 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         except json.JSONDecodeError as exc:
             raise CheckpointConfigError(f"{js_path}: not valid JSON ({exc})") from None
     from safetensors import safe_open
-    with safe_open(str(st_path), framework="pt") as f:
-        header = (f.metadata() or {}).get("tessera")
+    try:
+        with safe_open(str(st_path), framework="pt") as f:
+            header = (f.metadata() or {}).get("tessera")
+    except Exception as exc:  # SafetensorError and OSError: truncated, corrupt, not ours
+        raise CheckpointConfigError(f"{st_path}: not a readable safetensors checkpoint "
+                                    f"({' '.join(str(exc).split()) or type(exc).__name__})") from None
     if header is None:
         raise CheckpointConfigError(f"{js_path}: config file not found and {st_path} carries none")
     return json.loads(header)
@@ -126,7 +131,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[TesseraModel, dict[str, An
         if ours and p.exists():  # e.g. a .pt file without suffix
             weights = p
         else:
-            raise FileNotFoundError(f"{weights}: checkpoint not found")
+            raise NotFoundError(f"{weights}: checkpoint not found")
     state = unwrap(read_state_dict(weights))
     if is_published_layout(state):
         model = load_published(state)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from tessera.errors import InputError
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -27,10 +29,10 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
-            raise ValueError(f"ModelConfig: d_model {self.d_model} is not divisible by "
+            raise InputError(f"ModelConfig: d_model {self.d_model} is not divisible by "
                              f"n_heads {self.n_heads}")
         if self.d_model % 2:
-            raise ValueError(f"ModelConfig: d_model {self.d_model} must be even (sinusoid pairs)")
+            raise InputError(f"ModelConfig: d_model {self.d_model} must be even (sinusoid pairs)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -40,7 +42,7 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"model config: unknown field(s) {', '.join(unknown)}; "
+            raise InputError(f"model config: unknown field(s) {', '.join(unknown)}; "
                              f"expected only {', '.join(sorted(known))}")
         return cls(**d)
 
@@ -58,4 +60,4 @@ def get_preset(name: str) -> ModelConfig:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}") from None
+        raise InputError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}") from None

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import torch
 
+from tessera.errors import CheckpointError, NotFoundError
 from tessera.model.config import ModelConfig, get_preset
 from tessera.model.tessera_model import TesseraModel
 
@@ -27,7 +28,7 @@ GRU = "attn_pool.temporal_context.gru_cell."
 IGNORED_PREFIXES = ("projector.",)
 
 
-class CheckpointLayoutError(ValueError):
+class CheckpointLayoutError(CheckpointError):
     """A state dict does not fit the architecture; `keys` lists the offending entries."""
 
     def __init__(self, message: str, keys: list[str]):
@@ -40,17 +41,21 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a state dict from a .safetensors, .pt/.pth/.ckpt file (weights only, never pickle code)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: checkpoint file not found")
+        raise NotFoundError(f"{path}: checkpoint file not found")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # SafetensorError and OSError: truncated, corrupt, not ours
+            raise CheckpointError(f"{path}: not a readable safetensors checkpoint "
+                                  f"({' '.join(str(exc).split()) or type(exc).__name__})") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{path}: expected a state dict (a mapping of names to tensors), "
-                         f"found {type(obj).__name__}")
+        raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors), "
+                              f"found {type(obj).__name__}")
     return dict(obj)
 
 

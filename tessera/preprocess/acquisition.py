@@ -16,14 +16,11 @@ from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
 
-from tessera.preprocess.grid import TargetGrid
+from tessera.errors import PreprocessError
+from tessera.geo import TargetGrid
 
 Sensor = Literal["s2", "s1"]
 S1Units = Literal["linear", "db", "int16"]
-
-
-class PreprocessError(ValueError):
-    """Bad preprocessing input; the message names the file, band and date concerned."""
 
 
 class Asset(Protocol):

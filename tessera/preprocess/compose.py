@@ -26,8 +26,9 @@ import numpy as np
 
 from tessera.bands import (S1_POLS, S2_10M_BANDS, S2_BANDS, needs_boa_offset, remove_boa_offset,
                            s1_code, s1_db_to_int16, s1_linear_to_int16, scl_valid)
-from tessera.preprocess.acquisition import Granule, PreprocessError
-from tessera.preprocess.grid import TargetGrid
+from tessera.errors import ConflictError, PreprocessError
+from tessera.preprocess.acquisition import Granule
+from tessera.geo import TargetGrid
 
 log = logging.getLogger("tessera.preprocess")
 
@@ -57,10 +58,6 @@ class ComposeOptions:
 
     def resampling_for(self, band: str) -> str:
         return self.resampling_10m if band in S2_10M_BANDS else self.resampling_20m
-
-
-class ConflictError(PreprocessError):
-    """Two granules of one date hold different values on pixels valid in both."""
 
 
 @dataclasses.dataclass

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -31,11 +30,13 @@ import numpy as np
 
 from tessera import __version__
 from tessera.bands import S2_BANDS
-from tessera.dpixel import Tile, replace_dir, write_roi
+from tessera.atomic import replace_dir, tmp_dir, write_text
+from tessera.dpixel import Tile, write_roi
 from tessera.preprocess.acquisition import Granule, PreprocessError, Source, bbox_intersects
 from tessera.preprocess.compose import (ComposeOptions, DateResult, compose_s1_date,
                                         compose_s2_date, group_by_date)
-from tessera.preprocess.grid import DEFAULT_PATCH_SIZE, Patch, TargetGrid
+from tessera.geo import DEFAULT_PATCH_SIZE, Patch, TargetGrid
+from tessera.progress import Progress, task
 
 log = logging.getLogger("tessera.preprocess")
 
@@ -231,10 +232,7 @@ class PatchJob:
             if self.aborted:
                 raise PreprocessError(f"{self.patch.name}: aborted")
             h, w = self.grid.height, self.grid.width
-            for stale in self.out_dir.glob(f".{self.patch.name}.tmp*"):
-                shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted run
-            self.tmp = tmp = Path(tempfile.mkdtemp(prefix=f".{self.patch.name}.tmp",
-                                                   dir=self.out_dir))
+            self.tmp = tmp = tmp_dir(self.out_dir / self.patch.name)  # stale ones cleaned
             n2, na, nd = (len(self.groups[k]) for k in ("s2", "ascending", "descending"))
             self.stacks = {
                 "bands": _Stack(tmp / "bands.npy", (n2, h, w, len(S2_BANDS)), np.uint16),
@@ -365,13 +363,12 @@ def write_region_file(plan: Plan, out_dir: Path) -> None:
     doc = {"format": SIDECAR_FORMAT, "software": {"name": "tessera-eo", "version": __version__},
            "year": plan.year, "patch_size": plan.patch_size, "grid": plan.grid.to_json(),
            "patches": [p.name for p in plan.patches], "source": plan.source}
-    tmp = out_dir / f".{REGION_FILE}.tmp"
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, out_dir / REGION_FILE)
+    write_text(out_dir / REGION_FILE, json.dumps(doc, indent=1))
 
 
 def run(plan: Plan, out_dir: str | os.PathLike, opts: ComposeOptions = ComposeOptions(),
-        workers: int | None = None, overwrite: bool = False, progress: bool = False) -> RunReport:
+        workers: int | None = None, overwrite: bool = False,
+        progress: Progress | None = None) -> RunReport:
     """Write every patch of the plan under `out_dir` (resumable; see the module docstring)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -388,39 +385,12 @@ def run(plan: Plan, out_dir: str | os.PathLike, opts: ComposeOptions = ComposeOp
         else:
             todo.append(p)
     write_region_file(plan, out_dir)
-    with _progress(progress) as bar:
-        dtask = ptask = None
-        if bar:
-            ptask = bar.add_task("patches", total=len(todo))
-            dtask = bar.add_task("dates x patches", total=0)
-        jobs = [PatchJob(plan, p, out_dir, opts, (lambda: bar.advance(dtask)) if bar else None)
-                for p in todo]
-        if bar:
-            bar.update(dtask, total=sum(j.n_dates for j in jobs))
-            for j in jobs:
-                j.on_finish = lambda: bar.advance(ptask)
-        metas = compute_jobs(jobs, workers)
+    patches = task(progress, "patches", total=len(todo))
+    dates = task(progress, "dates x patches", total=None)
+    jobs = [PatchJob(plan, p, out_dir, opts, dates.advance) for p in todo]
+    dates.update(total=sum(j.n_dates for j in jobs))
+    for j in jobs:
+        j.on_finish = patches.advance
+    metas = compute_jobs(jobs, workers)
     return RunReport([p.name for p in todo], skipped, sum(len(m["conflicts"]) for m in metas),
                      out_dir)
-
-
-class _progress:
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-        from tessera.cli_errors import console
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-                            transient=False)
-        self.bar.__enter__()
-        return self.bar
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)

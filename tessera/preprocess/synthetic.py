@@ -23,8 +23,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from tessera.atomic import atomic_path
 from tessera.bands import (BOA_OFFSET, S2_10M_BANDS, S2_BANDS, needs_boa_offset,
                            s1_int16_to_db)
+from tessera.errors import InputError
 
 S2_TEMPLATE = "s2/S2_{granule}_{date}_{band}.tif"
 S1_TEMPLATE = "s1/S1_{orbit}_{date}_{band}.tif"
@@ -37,15 +39,13 @@ def doy_to_date(year: int, doy: int) -> _dt.date:
 def _write(path: Path, a: np.ndarray, crs: Any, transform: Any, nodata: float | None,
            tags: dict[str, str] | None = None) -> None:
     import rasterio
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with rasterio.open(tmp, "w", driver="COG", width=a.shape[1], height=a.shape[0], count=1,
-                       dtype=a.dtype, crs=crs, transform=transform, nodata=nodata,
-                       compress="deflate", blocksize=256, overviews="NONE") as dst:
-        dst.write(a, 1)
-        if tags:
-            dst.update_tags(**tags)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        with rasterio.open(tmp, "w", driver="COG", width=a.shape[1], height=a.shape[0], count=1,
+                           dtype=a.dtype, crs=crs, transform=transform, nodata=nodata,
+                           compress="deflate", blocksize=256, overviews="NONE") as dst:
+            dst.write(a, 1)
+            if tags:
+                dst.update_tags(**tags)
 
 
 def write_s2_date(root: Path, granule: str, date: _dt.date, bands: np.ndarray, scl: np.ndarray,
@@ -96,7 +96,7 @@ def write_scene_files(root: str | os.PathLike, config: Any = None, granule: str 
     from tessera.simulate import SimConfig, simulate_arrays, tile_geometry
     config = config or SimConfig(size=64, n_s2_dates=12, n_s1_asc=6, n_s1_desc=6)
     if config.height % 2 or config.width % 2:
-        raise ValueError("write_scene_files: height and width must be even (20 m bands)")
+        raise InputError("write_scene_files: height and width must be even (20 m bands)")
     root = Path(root)
     arrays = simulate_arrays(config)
     crs, transform = tile_geometry(config)

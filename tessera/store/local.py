@@ -12,20 +12,17 @@ import contextlib
 import dataclasses
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tessera.atomic import tmp_sibling
-from tessera.store.grid import GridTile, parse_tile_name
+from tessera.atomic import is_temporary, tmp_sibling
+from tessera.errors import StoreError
+from tessera.geo.grid import GridTile, parse_tile_name
 from tessera.store.layout import FILE_KINDS, MANIFEST, relpath
 from tessera.store.manifest import FileEntry, Manifest, ManifestError, TileEntry, hash_file
-
-
-class StoreError(ValueError):
-    """A store that cannot serve a request (missing tile or year, corrupt file, bad layout)."""
 
 
 def write_mask(path: Path, mask: np.ndarray, crs: Any, transform: Any) -> None:
@@ -47,6 +44,8 @@ class CheckReport:
     size_mismatch: list[str] = dataclasses.field(default_factory=list)
     hash_mismatch: list[str] = dataclasses.field(default_factory=list)
     unlisted: list[str] = dataclasses.field(default_factory=list)  # on disk, not in the manifest
+    temporary: list[str] = dataclasses.field(default_factory=list)  # writers' temporaries (not a
+    # problem of the store: left by an interrupted write, cleaned by the next write of that file)
 
     @property
     def ok(self) -> bool:
@@ -62,7 +61,11 @@ class LocalStore:
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
 
-    describe = __repr__
+    def describe(self) -> str:
+        return repr(self)
+
+    def is_local(self, f: FileEntry) -> bool:
+        return True
 
     @property
     def manifest_path(self) -> Path:
@@ -104,6 +107,12 @@ class LocalStore:
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def record(self, entries: Iterable[TileEntry]) -> None:
+        """Add (or replace) manifest rows for tile-years whose files are already in place,
+        under the store's lock, so concurrent writers never lose each other's rows."""
+        with self._locked():
+            self.manifest().upsert(list(entries)).write(self.manifest_path)
 
     def write_tile(self, tile: GridTile | str, year: int, embeddings: np.ndarray,
                    scales: np.ndarray, mask: np.ndarray | None = None, *, version: str,
@@ -184,6 +193,9 @@ class LocalStore:
                     progress(f.size)
         for p in sorted(self.root.glob("[0-9]*/grid_*/*")):
             rel = p.relative_to(self.root).as_posix()
-            if p.is_file() and rel not in listed:
+            if is_temporary(p.name):
+                rep.temporary.append(rel)
+            elif p.is_file() and rel not in listed:
                 rep.unlisted.append(rel)
+        rep.temporary += sorted(p.name for p in self.root.glob(".*") if is_temporary(p.name))
         return rep

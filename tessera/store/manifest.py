@@ -30,14 +30,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tessera.atomic import atomic_path
+from tessera.errors import InputError, ManifestError
 from tessera.store.layout import FILE_KINDS
 
 GEOPARQUET_VERSION = "1.1.0"
 FORMAT_VERSION = 1  # of this manifest's columns, in the file metadata
-
-
-class ManifestError(ValueError):
-    """A manifest that cannot be read, or a request it cannot answer."""
 
 
 def _file_fields() -> list[pa.Field]:
@@ -157,7 +154,7 @@ class Manifest:
     def from_entries(cls, entries: Iterable[TileEntry]) -> Manifest:
         import shapely
 
-        from tessera.store.grid import parse_tile_name
+        from tessera.geo.grid import parse_tile_name
 
         entries = list(entries)
         cols: dict[str, list[Any]] = {n: [] for n in SCHEMA.names}
@@ -306,7 +303,7 @@ class Manifest:
         both with the same file hashes is kept once; with different hashes `on_conflict`
         decides: "error" (default) names it, "newer" keeps the row created later."""
         if on_conflict not in ("error", "newer"):
-            raise ValueError(f"on_conflict {on_conflict!r}: expected 'error' or 'newer'")
+            raise InputError(f"on_conflict {on_conflict!r}: expected 'error' or 'newer'")
         mine = {(e.tile, e.year): e for e in self.entries()}
         theirs = {(e.tile, e.year): e for e in other.entries()}
         out = dict(mine)

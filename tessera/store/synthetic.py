@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from tessera.store.grid import GridTile, parse_tile_name
+from tessera.geo.grid import GridTile, parse_tile_name
 from tessera.store.local import LocalStore
 
 SIMULATED_VERSION = "simulated-random"

@@ -1,10 +1,15 @@
-"""Every usable real pixel of ../shared/datasets/worldcereal as d-pixels, for self-supervised
+"""Every usable real pixel of the WorldCereal datasets as d-pixels, for self-supervised
 pretraining, with the held-out evaluation sets kept out.
 
 Why: the pretraining corpus must be real data, as large and varied as the shared folder allows,
 and must never contain the pixels the label-efficiency evaluation tests on; otherwise the
 evaluation would measure memorisation. `real_corpus` gathers it as `CorpusPart`s (one per
 source and d-pixel year, since a d-pixel is one year); `corpus_summary` tabulates them.
+
+Where the data is: a `CorpusFiles` (or just its datasets root) that the caller passes; it lists
+the folders and tables read, relative to the root. This project's root is ../shared/datasets
+next to the repository (scripts/pretrain_tiny.py --datasets, the tests' `conftest.SHARED`); the
+package itself never guesses it.
 
 Parts (`name` = kind:source:year):
 - patch: the patches_raw folders that have every S2 band (10 m AND 20 m cubes; 2 of the 4:
@@ -14,7 +19,7 @@ Parts (`name` = kind:source:year):
   S1 ascending;
 - cube: the monthly cubes (`tessera.preprocess.sources.cubes.read_cube`), per d-pixel year;
 - table: the Flanders 2021 long table, the Flanders prometheo wide table and the Presto test
-  wide table (`tessera.widetable.wide_to_long`), read by `tessera.table.prepare_table` with
+  wide table (`tessera.table.wide.wide_to_long`), read by `tessera.table.prepare_table` with
   `WORLDCEREAL_OPTIONS`, per d-pixel year.
 d-pixel years (`split`): "cycle" (default) keeps a series that fits within 12 consecutive months
 as ONE d-pixel labelled by the calendar year holding most of its dates (e.g. a Presto sample of
@@ -53,12 +58,10 @@ import numpy as np
 import pandas as pd
 
 from tessera.dpixel import DPixelBatch
+from tessera.errors import InputError, NotFoundError
 
 log = logging.getLogger("tessera.train")
 
-#: ../shared/datasets next to the repository (override with TESSERA_SHARED_DATASETS).
-SHARED_DATASETS = Path(os.environ.get("TESSERA_SHARED_DATASETS")
-                       or Path(__file__).resolve().parents[3] / "shared" / "datasets")
 #: The held-out evaluation tables (worldcereal/extractions): never in the corpus.
 EVAL_TABLES: tuple[str, ...] = ("2022_FRA_LPIS_POLY_110.geoparquet",
                                 "2023_FRA_LPIS_POLY_110.geoparquet",
@@ -74,6 +77,36 @@ SKIPPED_TABLES: dict[str, str] = {
 EVAL_RADIUS_DEG = 0.5
 #: The pretraining filter of SPEC 4: >= 10 valid S2 and >= 10 valid S1 dates.
 MIN_VALID = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusFiles:
+    """Where the corpus is read from: a datasets `root` and the paths under it.
+
+    Folders are relative to `root`; the evaluation and training tables are file names in the
+    `extractions` folder. Every function of this module takes a `CorpusFiles` or, for the
+    default layout, just the root (a path).
+    """
+
+    root: Path
+    worldcereal: str = "worldcereal"
+    extractions: str = "worldcereal/extractions"
+    patches: str = "worldcereal/patches_raw"
+    cubes: str = "worldcereal/cubes"
+    eval_tables: tuple[str, ...] = EVAL_TABLES
+    train_tables: tuple[str, ...] = TRAIN_TABLES
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @classmethod
+    def of(cls, files: CorpusFiles | str | os.PathLike) -> CorpusFiles:
+        """`files` itself, or the default layout under the root path `files`."""
+        return files if isinstance(files, CorpusFiles) else cls(Path(files))
+
+    def path(self, relative: str) -> Path:
+        """`relative` (one of the folder fields) under the root."""
+        return self.root / relative
 
 
 @dataclasses.dataclass
@@ -118,20 +151,22 @@ class EvalSites:
         return np.isin(np.asarray(cells, dtype=object).astype(str), sorted(self.cells))
 
 
-def eval_sites(root: Path = SHARED_DATASETS) -> EvalSites:
-    """The h3 cells and coordinates of every sample of the `EVAL_TABLES` present under `root`."""
-    folder = Path(root) / "worldcereal" / "extractions"
+def eval_sites(files: CorpusFiles | str | os.PathLike) -> EvalSites:
+    """The h3 cells and coordinates of every sample of the evaluation tables (`EVAL_TABLES` by
+    default) present under the root of `files`."""
+    files = CorpusFiles.of(files)
+    folder = files.path(files.extractions)
     cells: set[str] = set()
     points = []
     found = []
-    for name in EVAL_TABLES:
+    for name in files.eval_tables:
         path = folder / name
         if not path.exists():
             continue
         df = pd.read_parquet(path, columns=None)
         for col in ("lon", "lat"):
             if col not in df.columns:
-                raise ValueError(f"{path}: no {col!r} column; needed to keep its samples out of "
+                raise InputError(f"{path}: no {col!r} column; needed to keep its samples out of "
                                  "the pretraining corpus")
         if "h3_l3_cell" in df.columns:
             cells.update(df["h3_l3_cell"].dropna().astype(str))
@@ -156,7 +191,7 @@ def _region(lonlat: np.ndarray) -> str:
 
 def read_long_table(path: Path) -> pd.DataFrame:
     """A WorldCereal extraction table in the long layout (wide tables are converted)."""
-    from tessera.widetable import wide_to_long
+    from tessera.table.wide import wide_to_long
 
     df = pd.read_parquet(path)
     if "timestamp" in df.columns:
@@ -173,8 +208,8 @@ def table_batches(df: pd.DataFrame, split: str = "cycle", **options: Any
     `options`) and the observations of each window are put together, ordered by day of year.
     """
     from tessera.preprocess.sources.cubes import annual_windows
-    from tessera.table import PreparedTable, _Stream, prepare_table
-    from tessera.widetable import WORLDCEREAL_OPTIONS
+    from tessera.table import PreparedTable, Stream, prepare_table
+    from tessera.table.wide import WORLDCEREAL_OPTIONS
 
     opts = {**WORLDCEREAL_OPTIONS, **options}
     id_col = opts.get("id_column", "sample_id")
@@ -219,7 +254,7 @@ def table_batches(df: pd.DataFrame, split: str = "cycle", **options: Any
         for name, (sid, lab, doy, values, valid, yr) in cat.items():
             keep = lab == label
             sample = index.get_indexer(sid[keep])
-            st = _Stream(sample, doy[keep].astype(np.int16), values[keep], valid[keep])
+            st = Stream(sample, doy[keep].astype(np.int16), values[keep], valid[keep])
             order_key = doy[keep].astype(np.int64) * 10_000 + yr[keep]
             built[name] = st.take(np.ones(int(keep.sum()), bool), sample, order_key)
         if df[id_col].dtype.kind in "iu":
@@ -231,14 +266,16 @@ def table_batches(df: pd.DataFrame, split: str = "cycle", **options: Any
     return out
 
 
-def table_parts(root: Path = SHARED_DATASETS, sites: EvalSites | None = None,
+def table_parts(files: CorpusFiles | str | os.PathLike, sites: EvalSites | None = None,
                 split: str = "cycle") -> list[CorpusPart]:
-    """The `TRAIN_TABLES` present under `root`, minus samples near the evaluation sites."""
-    folder = Path(root) / "worldcereal" / "extractions"
-    sites = eval_sites(root) if sites is None else sites
+    """The training tables (`TRAIN_TABLES` by default) present under the root of `files`,
+    minus samples near the evaluation sites."""
+    files = CorpusFiles.of(files)
+    folder = files.path(files.extractions)
+    sites = eval_sites(files) if sites is None else sites
     parts: list[CorpusPart] = []
     seen: set[Any] = set()
-    for name in TRAIN_TABLES:
+    for name in files.train_tables:
         path = folder / name
         if not path.exists():
             log.warning("corpus: %s not found, skipped", path)
@@ -316,16 +353,17 @@ def _raster_part(kind: str, stem: str, year: int, batch: DPixelBatch, source: st
                       {"near_eval": int(near.sum()), "duplicate": int(dup.sum())})
 
 
-def patch_parts(root: Path = SHARED_DATASETS, workdir: Path | None = None,
+def patch_parts(files: CorpusFiles | str | os.PathLike, workdir: Path | None = None,
                 sites: EvalSites | None = None, taken: _Taken | None = None) -> list[CorpusPart]:
     """patches_raw folders with every S2 band, converted per calendar year (module docstring)."""
     from tessera.dpixel import Tile
     from tessera.preprocess import ComposeOptions, PreprocessError, plan, run
     from tessera.preprocess.sources.netcdf import NetcdfSource
 
-    folder = Path(root) / "worldcereal" / "patches_raw"
+    files = CorpusFiles.of(files)
+    folder = files.path(files.patches)
     workdir = Path(workdir) if workdir is not None else _default_workdir()
-    sites = eval_sites(root) if sites is None else sites
+    sites = eval_sites(files) if sites is None else sites
     taken = _Taken() if taken is None else taken
     parts: list[CorpusPart] = []
     if not folder.is_dir():
@@ -358,13 +396,14 @@ def patch_parts(root: Path = SHARED_DATASETS, workdir: Path | None = None,
     return parts
 
 
-def cube_parts(root: Path = SHARED_DATASETS, sites: EvalSites | None = None,
+def cube_parts(files: CorpusFiles | str | os.PathLike, sites: EvalSites | None = None,
                split: str = "cycle", taken: _Taken | None = None) -> list[CorpusPart]:
     """Every monthly cube of worldcereal/cubes, per d-pixel year (module docstring)."""
     from tessera.preprocess.sources.cubes import read_cube
 
-    folder = Path(root) / "worldcereal" / "cubes"
-    sites = eval_sites(root) if sites is None else sites
+    files = CorpusFiles.of(files)
+    folder = files.path(files.cubes)
+    sites = eval_sites(files) if sites is None else sites
     taken = _Taken() if taken is None else taken
     parts: list[CorpusPart] = []
     # larger cubes first, so that a crop of another cube is the one recognised as duplicate
@@ -372,7 +411,7 @@ def cube_parts(root: Path = SHARED_DATASETS, sites: EvalSites | None = None,
     for path in paths:
         cube = read_cube(path, split)
         if cube.crs is None or cube.transform is None:
-            raise ValueError(f"{path}: no CRS / grid; cannot place its pixels (needed to keep "
+            raise InputError(f"{path}: no CRS / grid; cannot place its pixels (needed to keep "
                              "evaluation sites out)")
         for year, batch in cube.batches.items():
             d = cube.dates_of(year)
@@ -386,22 +425,24 @@ def _default_workdir() -> Path:
     return Path(tempfile.gettempdir()) / "tessera_corpus"
 
 
-def real_corpus(root: Path = SHARED_DATASETS, workdir: Path | None = None,
+def real_corpus(files: CorpusFiles | str | os.PathLike, workdir: Path | None = None,
                 split: str = "cycle") -> list[CorpusPart]:
-    """Every usable real pixel under `root` (../shared/datasets) as `CorpusPart`s.
+    """Every usable real pixel under the root of `files` (a `CorpusFiles` or the datasets root,
+    e.g. ../shared/datasets) as `CorpusPart`s.
 
     Patch tiles are written under `workdir` (default: <tmp>/tessera_corpus; conversion is
     resumable, a second call reuses them). `split`: "cycle" or "year" (module docstring).
     Parts whose every pixel was dropped (see `CorpusPart.dropped`) are kept, with 0 pixels.
     """
-    root = Path(root)
-    if not (root / "worldcereal").is_dir():
-        raise FileNotFoundError(f"{root / 'worldcereal'}: not found; the real corpus needs "
-                                "../shared/datasets/worldcereal (see its README)")
-    sites = eval_sites(root)
+    files = CorpusFiles.of(files)
+    if not files.path(files.worldcereal).is_dir():
+        raise NotFoundError(f"{files.path(files.worldcereal)}: not found; the real corpus needs "
+                            "the WorldCereal datasets, e.g. ../shared/datasets/worldcereal "
+                            "(see its README)")
+    sites = eval_sites(files)
     taken = _Taken()
-    parts = (patch_parts(root, workdir, sites, taken) + cube_parts(root, sites, split, taken)
-             + table_parts(root, sites, split))
+    parts = (patch_parts(files, workdir, sites, taken) + cube_parts(files, sites, split, taken)
+             + table_parts(files, sites, split))
     for p in parts:
         if not p.n_pixels:
             log.info("corpus: %s has no pixel left (%s)", p.name, p.dropped)

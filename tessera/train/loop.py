@@ -35,9 +35,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from tessera.atomic import atomic_path
+from tessera.errors import ExistsError, InputError, NotFoundError
 from tessera.model import TesseraModel, get_preset, save_checkpoint
-from tessera.quantize import fake_quantize_tensor
 from tessera.train.losses import BarlowTwinsLoss
+from tessera.train.qat import fake_quantize_tensor
 from tessera.train.shards import Batch, ShardStream, loader, read_manifest
 from tessera.train.views import VIEW_STEPS, View
 
@@ -80,7 +82,7 @@ class TrainConfig:
             return int(self.steps)
         if self.epochs is not None:
             return max(1, int(math.ceil(self.epochs * batches_per_epoch)))
-        raise ValueError("give steps or epochs")
+        raise InputError("give steps or epochs")
 
 
 class Pretrainer(nn.Module):
@@ -89,7 +91,7 @@ class Pretrainer(nn.Module):
     def __init__(self, model: TesseraModel, activation_checkpointing: bool = False) -> None:
         super().__init__()
         if model.projector is None:
-            raise ValueError("Pretrainer needs a model built with_projector=True")
+            raise InputError("Pretrainer needs a model built with_projector=True")
         self.model = model
         self.activation_checkpointing = activation_checkpointing
 
@@ -142,9 +144,8 @@ def _step_seed(seed: int, step: int) -> int:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 @dataclasses.dataclass
@@ -240,7 +241,7 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False,
     probe_stream = ShardStream(cfg.shards, cfg.batch_size, seed=cfg.seed, rank=rank, world=world)
     per_epoch = probe_stream.batches_per_epoch()
     if per_epoch < 1:
-        raise ValueError(f"{cfg.shards}: {manifest['samples']} samples make no full global batch "
+        raise InputError(f"{cfg.shards}: {manifest['samples']} samples make no full global batch "
                          f"of {cfg.batch_size} x {world} ranks; lower --batch-size")
     total = cfg.total_steps(per_epoch)
 
@@ -249,13 +250,13 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False,
     state = RunState()
     if resume:
         if not ckpt_path.exists():
-            raise FileNotFoundError(f"{ckpt_path}: nothing to resume (no checkpoint in {out})")
+            raise NotFoundError(f"{ckpt_path}: nothing to resume (no checkpoint in {out})")
         saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         _check_same_run(saved["config"], cfg, ckpt_path)
         model.load_state_dict(saved["model"])
         state = RunState(**saved["state"])
     elif rank == 0 and ckpt_path.exists():
-        raise FileExistsError(f"{out}: holds a run already (checkpoint.pt); pass --resume to "
+        raise ExistsError(f"{out}: holds a run already (checkpoint.pt); pass --resume to "
                               "continue it or choose a new output folder")
     net: nn.Module = Pretrainer(model, cfg.activation_checkpointing)
     if world > 1:
@@ -355,7 +356,7 @@ def _check_same_run(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None
     diff = [k for k in now if k not in free and saved.get(k) != now[k]]
     if diff:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diff)
-        raise ValueError(f"{path}: cannot resume with different settings ({detail})")
+        raise InputError(f"{path}: cannot resume with different settings ({detail})")
 
 
 def _train_step(net: nn.Module, model: TesseraModel, batch: Batch, opt: torch.optim.Optimizer,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tessera.errors import InputError
 from tessera.model import TesseraModel
 
 
@@ -29,7 +30,7 @@ class TableProbe:
         df = table if isinstance(table, pd.DataFrame) else read_table(table)
         name = "the probe table" if isinstance(table, pd.DataFrame) else str(table)
         if label not in df.columns:
-            raise ValueError(f"{name}: no label column {label!r}; columns are "
+            raise InputError(f"{name}: no label column {label!r}; columns are "
                              f"{', '.join(map(str, df.columns[:20]))}")
         from tessera.table import prepare_table
 
@@ -45,7 +46,7 @@ class TableProbe:
         self.groups = (per_sample[group].astype(str).to_numpy()
                        if group is not None and group in per_sample.columns else None)
         if len(np.unique(self.labels)) < 2:
-            raise ValueError(f"{name}: fewer than 2 classes with >= {min_count} samples in "
+            raise InputError(f"{name}: fewer than 2 classes with >= {min_count} samples in "
                              f"{label!r}; a probe needs at least two")
 
     def embed(self, model: TesseraModel) -> np.ndarray:

@@ -22,7 +22,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Protocol
 
@@ -30,16 +29,14 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from tessera.atomic import tmp_dir
 from tessera.dpixel import DPixelBatch, Tile
+from tessera.errors import ShardError
 from tessera.train.views import MIN_VALID, VIEW_STEPS, Ragged, View, draw_views, ragged_from_batch
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 _ARRAYS = ("s2", "s2_doy", "s2_off", "s1", "s1_doy", "s1_off", "source", "pixel")
-
-
-class ShardError(ValueError):
-    """A shard folder or manifest is missing or inconsistent."""
 
 
 # --- sources --------------------------------------------------------------------------------
@@ -144,8 +141,7 @@ def write_shards(sources: Iterable[ShardSource], out: str | os.PathLike, *,
     sources = list(sources)
     if not sources:
         raise ShardError("write_shards: no sources given")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = tmp_dir(out)
     try:
         shards: list[dict] = []
         records: list[dict] = []

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from tessera.dpixel import DPixelBatch
+from tessera.errors import InputError
 
 VIEW_STEPS = 40
 MIN_VALID = 10
@@ -133,7 +134,7 @@ def _draw(off: np.ndarray, values: np.ndarray, doy: np.ndarray, steps: int,
           rng: np.random.Generator, sensor: str) -> tuple[np.ndarray, np.ndarray]:
     counts = np.diff(off)
     if (counts < 1).any():
-        raise ValueError(f"views: a pixel has no valid {sensor} observation; filter pixels first "
+        raise InputError(f"views: a pixel has no valid {sensor} observation; filter pixels first "
                          "(ragged_from_batch keeps only pixels with enough valid dates)")
     u = rng.random((len(counts), steps))
     pick = np.sort(np.minimum((u * counts[:, None]).astype(np.int64), counts[:, None] - 1), 1)

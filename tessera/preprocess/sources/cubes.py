@@ -12,7 +12,7 @@ What a cube holds and how it is read:
 - Bands: variables are found by name or `long_name`, whichever spelling (`S2-L2A-B02`, `B02`,
   `B2`; `S1-SIGMA0-VV`, `VV`). S2 is reflectance x 10 000 (uint16); 65535 = missing.
   Monthly composites carry no SCL: an S2 step is valid for a pixel iff none of its bands is
-  missing. A band the cube lacks (all cubes lack B8A) is filled by `tessera.table.FILL_RULES`
+  missing. A band the cube lacks (all cubes lack B8A) is filled by `tessera.bands.FILL_RULES`
   (B8A from B08), as the point-table reader does with `fill_missing`; `CubePixels.filled` says so.
 - S1: WorldCereal encoded DN, sigma0 [dB] = 20 log10(DN) - 83, 65535 = missing; converted to the
   TESSERA int16 code (`bands.s1_db_to_int16`), missing -> 0 (so a date with both polarisations
@@ -47,8 +47,8 @@ from typing import Any
 
 import numpy as np
 
-from tessera.bands import (S1_ORBIT_NAMES, S1_POLS, S2_BANDS, s1_amplitude_dn_to_db,
-                           s1_db_to_int16)
+from tessera.bands import (S1_ORBIT_NAMES, S1_POLS, S2_BANDS, fill_s2_bands,
+                           s1_amplitude_dn_to_db, s1_db_to_int16)
 from tessera.dpixel import DPixelBatch
 from tessera.preprocess.acquisition import PreprocessError
 
@@ -225,7 +225,6 @@ def read_cube(path: str | Path, split: str = "cycle") -> CubePixels:
     """Every pixel of a monthly cube as d-pixels, one batch per d-pixel year: `split` "cycle"
     (default) or "year", see `annual_windows` and the module docstring."""
     from tessera.preprocess.sources.netcdf import _dims
-    from tessera.table import fill_s2_bands
 
     path = Path(path)
     if split not in SPLITS:

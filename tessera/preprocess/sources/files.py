@@ -29,7 +29,7 @@ from typing import Any
 from tessera.bands import S1_ORBIT_NAMES, S1_POLS, S2_BANDS
 from tessera.preprocess.acquisition import (Granule, PreprocessError, RasterAsset, S1Units,
                                             bbox_intersects)
-from tessera.preprocess.grid import TargetGrid
+from tessera.geo import TargetGrid
 
 S2_FILE_BANDS = (*S2_BANDS, "SCL")
 _FIELD = re.compile(r"\{(\w+)\}")

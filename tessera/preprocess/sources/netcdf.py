@@ -36,7 +36,7 @@ import numpy as np
 
 from tessera.bands import S1_POLS, S2_10M_BANDS, S2_BANDS
 from tessera.preprocess.acquisition import ArrayAsset, Granule, PreprocessError, bbox_intersects
-from tessera.preprocess.grid import DEFAULT_RESOLUTION, TargetGrid
+from tessera.geo import DEFAULT_RESOLUTION, TargetGrid
 
 log = logging.getLogger("tessera.preprocess")
 

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlparse
 
 from tessera.preprocess.acquisition import Granule, PreprocessError, RasterAsset
-from tessera.preprocess.grid import TargetGrid
+from tessera.geo import TargetGrid
 
 #: Our band name -> asset keys that carry it (lower case; first present wins).
 S2_ASSET_KEYS: dict[str, tuple[str, ...]] = {

@@ -1,4 +1,5 @@
-"""Embedding a grid tile into a store: `tessera embed INPUT --store STORE --year Y`.
+"""Embedding a grid tile into a store: `tessera embed INPUT --store STORE --year Y`. It joins
+inference (`tessera.infer`) and the store (`tessera.store`), which know nothing of each other.
 
 INPUT is either one tile folder covering the grid tile (e.g. `tessera simulate --grid-tile`;
 the tile is recognised from its raster when the folder is not named after it) or
@@ -12,15 +13,21 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tessera.store.grid import GridError, GridTile, parse_tile_name
-from tessera.store.local import LocalStore, StoreError
-from tessera.store.manifest import TileEntry
+from tessera.dpixel import Tile
+from tessera.errors import GridError, StoreError
+from tessera.geo import GridTile, parse_tile_name, tile_of
+from tessera.geo.crs import LONLAT, transformer
+from tessera.progress import Progress
+from tessera.store.local import LocalStore
+from tessera.store.manifest import TileEntry, hash_file
+
+if TYPE_CHECKING:
+    from tessera.infer import Embedder
 
 _PATCH = re.compile(r"^(\d+)_(\d+)_(\d+)_(\d+)$")
 
@@ -41,14 +48,10 @@ def _same_grid(crs: Any, transform: Any, shape: tuple[int, int], tile: GridTile)
 
 def _tile_at_centre(crs: Any, transform: Any, shape: tuple[int, int]) -> GridTile | None:
     """The grid tile whose raster this is, found from the raster's centre (None if none)."""
-    from pyproj import Transformer
-
-    from tessera.store.grid import tile_of
-
     t, col, row = transform, shape[1] / 2, shape[0] / 2
     x, y = t.c + t.a * col + t.b * row, t.f + t.d * col + t.e * row
     src = crs.to_wkt() if hasattr(crs, "to_wkt") else crs
-    lon, lat = Transformer.from_crs(src, "EPSG:4326", always_xy=True).transform(x, y)
+    lon, lat = transformer(src, LONLAT).transform(x, y)
     try:
         tile = tile_of(lon, lat)
     except GridError:
@@ -58,8 +61,6 @@ def _tile_at_centre(crs: Any, transform: Any, shape: tuple[int, int]) -> GridTil
 
 def _inputs(source: Path) -> tuple[list[tuple[Path, int, int]], Any, Any, tuple[int, int], str]:
     """[(patch folder, x0, y0)], crs, transform, (height, width), region name."""
-    from tessera.dpixel import Tile
-
     region_file = source / "region.json"
     if region_file.exists():
         from affine import Affine
@@ -87,12 +88,13 @@ def _inputs(source: Path) -> tuple[list[tuple[Path, int, int]], Any, Any, tuple[
     return [(source, 0, 0)], tile.crs, tile.transform, tile.shape, source.name
 
 
-def embed_to_store(embedder: Any, source: str | Path, store: LocalStore, year: int,
-                   grid_tile: str | None = None, version: str = "", meta: dict | None = None,
-                   progress: bool = True, keep_partial: bool = False) -> TileEntry:
-    """Embed INPUT (see the module docstring) and write it as tile-year `year` of `store`."""
-    from tessera.dpixel import Tile
-    from tessera.infer import embed_tile
+def embed_to_store(embedder: Embedder, source: str | Path, store: LocalStore, year: int,
+                   grid_tile: str | None = None, version: str = "",
+                   progress: Progress | None = None, keep_partial: bool = False) -> TileEntry:
+    """Embed INPUT (see the module docstring) and write it as tile-year `year` of `store`.
+    The input and the store are checked before any pixel is embedded; the whole tile is held in
+    memory (int8 codes + scales: 132 bytes per pixel) and written once."""
+    from tessera.infer import embed_tile_arrays
 
     source = Path(source)
     if not source.exists():
@@ -104,29 +106,37 @@ def embed_to_store(embedder: Any, source: str | Path, store: LocalStore, year: i
         try:
             tile = parse_tile_name(region_name)
         except GridError:
-            tile = _tile_at_centre(crs, transform, (h, w))
-            if tile is None:
+            found = _tile_at_centre(crs, transform, (h, w))
+            if found is None:
                 raise StoreError(f"{source}: not on a grid tile's raster and its name "
                                  f"{region_name!r} is not a grid tile; give --grid-tile "
                                  "grid_{lon}_{lat}") from None
+            tile = found
     why = _same_grid(crs, transform, (h, w), tile)
     if why:
         raise StoreError(f"{source}: not on the grid of {tile.name}: {why} (preprocess with "
                          f"--tile {tile.name}, or simulate with --grid-tile {tile.name})")
+    if store.manifest_path.exists():
+        store.manifest()  # a store whose manifest is unreadable is refused before the work
+    tiles = []
+    for folder, x0, y0 in patches:
+        t = Tile.open(folder)
+        ph, pw = t.shape
+        if y0 + ph > h or x0 + pw > w:
+            raise StoreError(f"{folder}: patch of {ph} x {pw} px at ({x0}, {y0}) overruns "
+                             f"the {h} x {w} region")
+        tiles.append((t, x0, y0))
     latent = embedder.model.config.latent_dim
     q = np.zeros((h, w, latent), np.int8)
     scales = np.full((h, w), np.nan, np.float32)
-    with tempfile.TemporaryDirectory(prefix=".embed.", dir=_tmp_parent(store)) as tmp:
-        for i, (folder, x0, y0) in enumerate(patches):
-            t = Tile.open(folder)
-            ph, pw = t.shape
-            if y0 + ph > h or x0 + pw > w:
-                raise StoreError(f"{folder}: patch of {ph} x {pw} px at ({x0}, {y0}) overruns "
-                                 f"the {h} x {w} region")
-            out = embed_tile(embedder, t, tmp, f"p{i}", keep_partial=keep_partial,
-                             progress=progress, meta=meta)
-            q[y0:y0 + ph, x0:x0 + pw] = np.load(out.embeddings)
-            scales[y0:y0 + ph, x0:x0 + pw] = np.load(out.scales)
+    for i, (t, x0, y0) in enumerate(tiles, 1):
+        ph, pw = t.shape
+        what = f"embedding {tile.name}" + (f" patch {i}/{len(tiles)}" if len(tiles) > 1 else "")
+        qp, sp, _ = embed_tile_arrays(embedder, t, keep_partial=keep_partial, progress=progress,
+                                      description=what)
+        q[y0:y0 + ph, x0:x0 + pw] = qp
+        scales[y0:y0 + ph, x0:x0 + pw] = sp
+        del qp, sp
     roi = tile.target_grid(abs(float(transform.a))).roi()
     scales[roi == 0] = np.nan
     q[roi == 0] = 0
@@ -134,16 +144,10 @@ def embed_to_store(embedder: Any, source: str | Path, store: LocalStore, year: i
                             transform=transform)
 
 
-def _tmp_parent(store: LocalStore) -> Path:
-    store.root.mkdir(parents=True, exist_ok=True)
-    return store.root
-
-
 def version_label(meta: dict, weights: str | Path | None = None) -> str:
     """What produced the embeddings, for the manifest's `version` column: software version,
     preset and the first 12 hex digits of the weights file's sha256 (or RANDOM INIT)."""
     from tessera import __version__
-    from tessera.store.manifest import hash_file
 
     if meta.get("random_init"):
         return f"tessera-eo {__version__}, {meta.get('preset')} RANDOM INIT"

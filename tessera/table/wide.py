@@ -47,6 +47,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tessera.errors import WideTableError
+
 #: `tessera.table.TableOptions` keywords that read the WorldCereal extraction tables (long ones
 #: and `wide_to_long` output): S2 reflectance x 10 000, S1 amplitude DN (dB = 20 log10(DN) - 83),
 #: 65535 = missing; B8A, entirely missing in several tables, is filled from B08.
@@ -68,10 +70,6 @@ _FEATURE = re.compile(r"^(OPTICAL|SAR|METEO)-[A-Za-z0-9_]+-(p\d+|iqr|std|skew|me
 _SENSOR_BAND = re.compile(r"^(OPTICAL-B(\d{1,2}|8A)|SAR-(VV|VH|HH|HV))$", re.IGNORECASE)
 _KIND_PREFIX = {"OPTICAL": "S2-L2A-", "SAR": "S1-SIGMA0-"}
 _METEO = {"temperature_mean": "AGERA5-TMEAN", "precipitation_flux": "AGERA5-PRECIP"}
-
-
-class WideTableError(ValueError):
-    """The table is not in the WorldCereal wide layout; the message names the table and column."""
 
 
 def long_column(kind: str, name: str) -> str:

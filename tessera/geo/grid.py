@@ -19,16 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from tessera.preprocess.grid import DEFAULT_RESOLUTION, RegionError, TargetGrid, utm_crs
+from tessera.errors import GridError
+from tessera.geo.crs import utm_crs
+from tessera.geo.target import DEFAULT_RESOLUTION, TargetGrid
 
 STEP = 0.1  # degrees
 UTM_LAT_RANGE = (-80.0, 84.0)
 _N_LON = 3600  # tiles around the globe
 _NAME = re.compile(r"^grid_(-?\d{1,3}\.\d{2})_(-?\d{1,2}\.\d{2})$")
-
-
-class GridError(RegionError):
-    """A tile name, coordinate or region that the global grid cannot serve."""
 
 
 def _index(v: float) -> int:
@@ -204,3 +202,7 @@ def tiles_of_points(lon: Iterable[float], lat: Iterable[float]) -> np.ndarray:
     out = np.stack([ix, iy], axis=1)
     out[~ok] = -9999
     return out
+
+
+__all__ = ["STEP", "UTM_LAT_RANGE", "GridError", "GridTile", "parse_tile_name", "tile_of",
+           "tiles_in_bbox", "tiles_in_geometry", "tiles_of_points"]

@@ -1,0 +1,257 @@
+"""Store commands: `tessera download`, `sample`, `export`, `serve` and `tessera store check`.
+A STORE is a directory or an http(s) URL served by `tessera serve`. None of them needs the
+model: they run on the light core (`pip install tessera-eo`)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from tessera.cli.common import (Bars, bbox_option, cache_option, command, err, fail, out,
+                                overwrite_option, progress_option, region_of, region_option,
+                                store_option, tile_option, year_option)
+
+FORMATS = {"npy": None, "tiff": "tiles", "zarr": "zarr"}
+
+
+def _client(store: str, cache: Optional[Path]) -> Any:
+    from tessera.store.client import Client
+    return Client(store, cache_dir=cache)
+
+
+@command
+def check(
+    store: Path = typer.Argument(..., metavar="STORE", help="Store directory."),
+    quick: bool = typer.Option(False, "--quick", help="Sizes only, no sha256."),
+    progress: bool = progress_option(),
+) -> None:
+    """Verify every file of a store against its manifest; exit code 1 if anything is wrong.
+
+    Checks existence, size and sha256 of each listed file, and lists the files the manifest
+    does not know. Temporaries left by interrupted writers are listed apart: they are not a
+    problem of the store (the next write of that file removes them)."""
+    from tessera.store.local import LocalStore
+
+    st = LocalStore(store)
+    man = st.manifest()
+    with Bars(progress) as bars:
+        bar = bars.task("checking", total=man.total_bytes, unit="B")
+        rep = st.check(verify_hashes=not quick, progress=bar.advance, manifest=man)
+    for what, items in (("missing", rep.missing), ("size differs", rep.size_mismatch),
+                        ("sha256 differs", rep.hash_mismatch),
+                        ("not in the manifest", rep.unlisted)):
+        for p in items:
+            out.print(f"[red]{what}:[/] {p}")
+    for p in rep.temporary:
+        out.print(f"temporary (left by an interrupted write): {p}")
+    out.print(f"{rep.checked} files of {len(man)} tile-years checked"
+              f"{' (sizes only)' if quick else ''}: "
+              f"{'all good' if rep.ok else 'PROBLEMS FOUND'}")
+    if not rep.ok:
+        raise typer.Exit(1)
+
+
+@command
+def serve(
+    store: Path = typer.Argument(..., metavar="STORE", help="Store directory to serve "
+                                 "(read-only)."),
+    host: str = typer.Option("127.0.0.1", metavar="ADDRESS", help="Address to bind (0.0.0.0 "
+                             "for all)."),
+    port: int = typer.Option(8000, metavar="PORT", min=0, max=65535, help="Port (0: any free "
+                             "port)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No access log."),
+) -> None:
+    """Serve a store over HTTP (GET/HEAD with byte ranges) for `--store URL`."""
+    from tessera.store.local import LocalStore
+    from tessera.store.server import run_server
+
+    man = LocalStore(store).manifest()
+    run_server(store, host, port, log=None if quiet else (lambda r: err.print(str(r))),
+               on_ready=lambda srv: out.print(f"serving {store} ({len(man)} tile-years) at "
+                                              f"{srv.url}/  (Ctrl-C stops)"))
+
+
+@command
+def download(
+    year: int = year_option(),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="PATH", help="Folder "
+                                          "(npy, tiff) or .zarr path (zarr)."),
+    store: str = store_option(),
+    bbox: Optional[str] = bbox_option(),
+    region: Optional[Path] = region_option(),
+    tile: Optional[list[str]] = tile_option(),
+    fmt: str = typer.Option("npy", "-f", "--format", metavar="FORMAT", help="npy (the store's "
+                            "files, verified: the output is itself a store), tiff (one GeoTIFF "
+                            "per tile, native UTM) or zarr (one group per UTM zone)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be read, downloaded "
+                                 "and written; do nothing."),
+    cache: Optional[Path] = cache_option(),
+    jobs: int = typer.Option(4, metavar="N", min=1, help="Tiles downloaded at once (npy)."),
+    progress: bool = progress_option(),
+) -> None:
+    """Fetch the tiles of a region and year: verified, resumable, as a store, GeoTIFFs or Zarr.
+
+    npy: the store's own files (size + sha256 checked), so the output is itself a store; tiff:
+    the published per-tile GeoTIFFs; zarr: one group per UTM zone."""
+    from tessera.store.mirror import mirror
+    from tessera.store.results import MissingTilesWarning
+
+    if fmt not in FORMATS:
+        fail(f"--format {fmt!r}: expected npy, tiff or zarr")
+    where = region_of(bbox, region, tile)
+    client = _client(store, cache)
+    export_format = FORMATS[fmt]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingTilesWarning)  # the plan reports them
+        plan = client.dry_run(where, year, formats=[export_format] if export_format else [])
+        report = str(plan)
+        _, present, _ = client.plan(where, year)
+        if fmt == "npy":  # a mirror writes the store's own files (+ the small masks)
+            report += (f"\nwould write (npy): {sum(e.nbytes for e in present) / 1e6:.1f} MB, "
+                       "the store's files as they are")
+    out.print(report)
+    if dry_run:
+        return
+    if output is None:
+        fail("-o/--output is required (or --dry-run)")
+    if not plan.tiles_present:
+        fail(f"none of the region's tiles is in the store for {year}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingTilesWarning)
+        if fmt == "npy":
+            with Bars(progress) as bars:
+                entries = mirror(client.store, present, output, jobs=jobs, progress=bars)
+            out.print(f"wrote {len(entries)} tiles (verified) into the store {output}")
+        elif fmt == "tiff":
+            res = client.export_tiles_geotiff(where, year, output)
+            out.print(f"wrote {len(res.written)} GeoTIFFs under {output} "
+                      f"({len(res.skipped)} already there)")
+        else:
+            out.print(f"wrote {client.export_zarr(where, year, output)}")
+
+
+def _points_table(path: Path) -> Any:
+    """CSV / Parquet with lon + lat columns, or GeoJSON points -> a DataFrame with lon, lat."""
+    import pandas as pd
+
+    from tessera.errors import InputError, NotFoundError
+    from tessera.geo import points_lonlat
+    from tessera.geo.region import read_json
+
+    if not path.exists():
+        raise NotFoundError(f"{path}: points file not found")
+    name = path.name.lower()
+    if name.endswith((".geojson", ".json")):
+        lon, lat = points_lonlat(path)
+        doc = read_json(path)
+        props = [f.get("properties") or {} for f in doc.get("features", [doc])]
+        df = pd.DataFrame(props)
+        df["lon"], df["lat"] = lon, lat
+        return df
+    parquet = name.endswith((".parquet", ".pq"))
+    try:
+        df = pd.read_parquet(path) if parquet else pd.read_csv(path)
+    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{path}: not a readable {'Parquet' if parquet else 'CSV'} table "
+                         f"({' '.join(str(exc).split())})") from None
+    cols = {str(c).lower(): c for c in df.columns}
+    lon_c = next((cols[c] for c in ("lon", "longitude", "x") if c in cols), None)
+    lat_c = next((cols[c] for c in ("lat", "latitude", "y") if c in cols), None)
+    if lon_c is None or lat_c is None:
+        raise InputError(f"{path}: needs lon and lat columns (or longitude/latitude), found "
+                         f"{', '.join(map(str, df.columns))}")
+    df = df.rename(columns={lon_c: "lon", lat_c: "lat"})
+    for c in ("lon", "lat"):
+        values = pd.to_numeric(df[c], errors="coerce")
+        bad = (values.isna() & df[c].notna()).to_numpy()
+        if bad.any():
+            i = int(bad.argmax())
+            raise InputError(f"{path}: column {c!r}, row {i + 1}: {df[c].iloc[i]!r} is not a "
+                             "number")
+        df[c] = values.astype(float)
+    return df
+
+
+@command
+def sample(
+    points: Path = typer.Argument(..., metavar="POINTS", help="CSV/Parquet with lon, lat "
+                                  "columns, or GeoJSON points."),
+    year: int = year_option(),
+    output: Path = typer.Option(..., "-o", "--output", metavar="FILE", help="Output .parquet."),
+    store: str = store_option(),
+    cache: Optional[Path] = cache_option(),
+) -> None:
+    """Embeddings at points, one read per tile, to a Parquet table.
+
+    Columns: the input's, then status (valid / nodata / outside) and emb_000..emb_127 (float32,
+    NaN unless valid)."""
+    import pandas as pd
+
+    from tessera.table import write_parquet
+
+    df = _points_table(points)
+    emb, status = _client(store, cache).sample_points(
+        (df["lon"].to_numpy(float), df["lat"].to_numpy(float)), year)
+    table = pd.concat([df.reset_index(drop=True), pd.DataFrame({"status": status}),
+                       pd.DataFrame(emb, columns=[f"emb_{i:03d}" for i in range(emb.shape[1])])],
+                      axis=1)
+    write_parquet(table, output)
+    counts = pd.Series(status).value_counts()
+    out.print(f"wrote {output}: {len(table)} points, " + ", ".join(
+        f"{counts.get(k, 0)} {k}" for k in ("valid", "nodata", "outside")))
+
+
+@command
+def export(
+    year: int = year_option(),
+    output: Path = typer.Option(..., "-o", "--output", metavar="PATH", help="OUT.tif (one "
+                                "GeoTIFF, one CRS) or OUT.zarr."),
+    store: str = store_option(),
+    bbox: Optional[str] = bbox_option(),
+    region: Optional[Path] = region_option(),
+    tile: Optional[list[str]] = tile_option(),
+    dtype: str = typer.Option("float32", metavar="DTYPE", help="GeoTIFF: float32, or int8 "
+                              "(+ OUT_scales.tif)."),
+    crs: Optional[str] = typer.Option(None, metavar="CRS", help="GeoTIFF CRS (default: the UTM "
+                                      "zone of the region's centre)."),
+    resolution: Optional[float] = typer.Option(None, metavar="SIZE", help="GeoTIFF pixel size "
+                                               "in the units of --crs (default: the store's, in "
+                                               "metres; needed for a geographic --crs, e.g. "
+                                               "0.0001 degrees)."),
+    overwrite: bool = overwrite_option(),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be read and written; "
+                                 "do nothing."),
+    cache: Optional[Path] = cache_option(),
+) -> None:
+    """A region as one GeoTIFF mosaic or a Zarr v3 store, streamed window by window.
+
+    The GeoTIFF is tiled, compressed and BigTIFF when needed; memory does not grow with the
+    region."""
+    from tessera.store.results import MissingTilesWarning
+
+    where = region_of(bbox, region, tile)
+    is_zarr = output.suffix.lower() == ".zarr"
+    if not is_zarr and output.suffix.lower() not in (".tif", ".tiff"):
+        fail(f"{output}: expected a .tif/.tiff or .zarr output")
+    if is_zarr and (crs or resolution):
+        fail("--crs and --resolution are for GeoTIFF exports (a Zarr export keeps each UTM "
+             "zone's own grid)")
+    if output.exists() and not overwrite and not dry_run:
+        fail(f"{output}: exists (use --overwrite to replace it)")
+    client = _client(store, cache)
+    fmt = "zarr" if is_zarr else ("geotiff-int8" if dtype == "int8" else "geotiff")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingTilesWarning)
+        out.print(str(client.dry_run(where, year, formats=[fmt], crs=crs,
+                                     resolution=resolution)))
+        if dry_run:
+            return
+        if is_zarr:
+            path = client.export_zarr(where, year, output, overwrite=overwrite)
+        else:
+            path = client.export_geotiff(where, year, output, dtype=dtype, crs=crs,
+                                         resolution=resolution, overwrite=overwrite)
+    out.print(f"wrote {path}")
