@@ -13,6 +13,8 @@ demo: install
 	$(BIN)/tessera demo demo_out
 
 test: install
+	$(BIN)/ruff check tessera tests bench scripts
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -n 2
 
 test-slow: install

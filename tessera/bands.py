@@ -149,12 +149,14 @@ def remove_boa_offset(values: np.ndarray) -> np.ndarray:
     return out.astype(v.dtype if v.dtype.kind in "ui" else np.int32)
 
 
-def normalise_s2(x: np.ndarray | "torch.Tensor"):  # noqa: F821 - torch optional here
+# (a torch tensor works as well and gives a tensor; not in the annotations, as torch is
+# optional and this module must not import it, not even for type checking)
+def normalise_s2(x: np.ndarray) -> np.ndarray:
     """(x - mean) / (std + eps) over the last axis (10 bands, model order)."""
     return (x - S2_MEAN) / (S2_STD + NORM_EPS)
 
 
-def normalise_s1(x):
+def normalise_s1(x: np.ndarray) -> np.ndarray:
     """(x - mean) / (std + eps) over the last axis ([VV, VH] int16 code)."""
     return (x - S1_MEAN) / (S1_STD + NORM_EPS)
 

@@ -134,7 +134,9 @@ def _colour(cid: int) -> tuple[float, float, float]:
     from matplotlib import colors
     if cid in CLASS_COLOURS:
         return colors.to_rgb(CLASS_COLOURS[cid])
-    return tuple(matplotlib.colormaps["tab20"].colors[cid % 20])
+    # tab20 is a ListedColormap, but matplotlib's stubs type the registry as the base Colormap
+    # (and ListedColormap.colors as any array-like)
+    return tuple(matplotlib.colormaps["tab20"].colors[cid % 20])  # type: ignore[attr-defined]
 
 
 def _pyplot():
@@ -201,7 +203,7 @@ def write_class_geotiff(path: Path, pred: np.ndarray, like: Path, names: dict[in
         dst.write(pred, 1)
         dst.update_tags(classes=json.dumps({str(k): v for k, v in names.items()}),
                         simulated="true", note=SIMULATED_NOTE)
-        table = {0: (255, 255, 255, 0)}
+        table: dict[int, tuple[int, ...]] = {0: (255, 255, 255, 0)}
         table.update({c: tuple(int(round(255 * v)) for v in _colour(c)) + (255,)
                       for c in range(1, max(names) + 1)})
         dst.write_colormap(1, table)

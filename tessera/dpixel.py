@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from tessera.atomic import atomic_dir, replace_dir  # noqa: F401  (replace_dir: re-exported for now)
+from tessera.atomic import atomic_dir
 from tessera.bands import S1_POLS, S2_BANDS, s1_valid
 from tessera.errors import TileFormatError
 
@@ -331,10 +331,12 @@ def write_roi(path: Path, roi: np.ndarray, crs: Any, transform: Any) -> None:
 def write_tile(path: str | os.PathLike, *, bands: np.ndarray, masks: np.ndarray, doys: np.ndarray,
                sar_ascending: np.ndarray, sar_ascending_doy: np.ndarray,
                sar_descending: np.ndarray, sar_descending_doy: np.ndarray,
-               roi: np.ndarray, crs: Any, transform: Any, extra: dict[str, np.ndarray] | None = None
-               ) -> Path:
-    """Write a tile folder atomically (temporary sibling folder, then rename), then re-open it
-    with `Tile.open` so a tile that does not validate is never left in place."""
+               roi: np.ndarray, crs: Any, transform: Any, extra: dict[str, np.ndarray] | None = None,
+               add_files: Callable[[Path], None] | None = None) -> Path:
+    """Write a tile folder atomically (temporary sibling folder, validated with `Tile.open`,
+    then renamed; an existing folder is replaced), so a tile that does not validate is never
+    left in place. `extra`: more arrays saved as `{name}.npy`; `add_files(folder)` writes any
+    other file (sidecars) into the folder before it is published."""
     path = Path(path)
     with atomic_dir(path) as tmp:
         arrays = {"bands": (bands, np.uint16), "masks": (masks, np.uint8), "doys": (doys, np.int16),
@@ -347,5 +349,7 @@ def write_tile(path: str | os.PathLike, *, bands: np.ndarray, masks: np.ndarray,
         for name, arr in (extra or {}).items():
             np.save(tmp / f"{name}.npy", arr)
         write_roi(tmp / "roi.tiff", np.asarray(roi), crs, transform)
+        if add_files is not None:
+            add_files(tmp)
         Tile.open(tmp)  # validate before publishing
     return path

@@ -17,7 +17,7 @@ flagged by the caller).
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Literal
+from typing import Iterator, Literal, TypeVar
 
 import numpy as np
 
@@ -47,7 +47,8 @@ class Candidates:
 
 def _candidates(values: np.ndarray, doy: np.ndarray, valid: np.ndarray,
                 present: np.ndarray) -> Candidates:
-    any_valid = valid.any(axis=1)
+    # numpy's stubs allow a scalar for any reduction over an axis; (N, T) -> (N,) is an array
+    any_valid: np.ndarray = valid.any(axis=1)  # type: ignore[assignment]
     cand = np.where(any_valid[:, None], valid, present)
     return Candidates(values=values, doy=doy, candidate=cand, any_valid=any_valid)
 
@@ -60,7 +61,7 @@ def s2_candidates(batch: DPixelBatch) -> Candidates:
 def _with_empty_step(values: np.ndarray, doy: np.ndarray, present: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Give pixels without any date in this orbit one all-zero step at day 180."""
-    none = ~present.any(axis=1)
+    none: np.ndarray = ~present.any(axis=1)  # type: ignore[assignment]  # (N,): as any_valid
     if not none.any():
         return values, doy, present
     n = values.shape[0]
@@ -83,7 +84,10 @@ def s1_candidates(batch: DPixelBatch) -> Candidates:
 
 # --- counter-based random numbers -------------------------------------------------------------
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
+_U64 = TypeVar("_U64", np.ndarray, np.uint64)
+
+
+def _splitmix64(x: _U64) -> _U64:
     x = x + np.uint64(0x9E3779B97F4A7C15)
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)

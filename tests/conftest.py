@@ -1,25 +1,17 @@
+"""Shared fixtures; tests/ is put on the import path for the helper modules beside this file
+(fixtures.py, http_server.py, store_world.py, fault_world.py)."""
+
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-
-import os
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fixtures import make_tile_arrays  # noqa: E402
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-
-
-def shared_path(*parts: str) -> Path:
-    """A file of ../shared/datasets, or skip the test saying what is missing."""
-    p = SHARED.joinpath(*parts)
-    if not p.exists():
-        pytest.skip(f"real data not available: {p} (see ../shared/datasets/README.md)")
-    return p
+from fixtures import SHARED, make_tile_arrays, shared_path  # noqa: E402,F401
 
 
 @pytest.fixture
@@ -42,3 +34,28 @@ def pytest_configure(config):
         os.environ["OMP_NUM_THREADS"] = "1"  # what the CLI's default --threads honours
         import torch
         torch.set_num_threads(1)
+
+
+# --- the fault suite's counts (tests/faults/), reported by the controlling process -------------
+
+_FAULTS = {"tried": 0, "handled": 0, "skipped": 0}
+
+
+def pytest_runtest_logreport(report):
+    if "tests/faults/" not in report.nodeid.replace("\\", "/"):
+        return
+    if report.when == "call" or (report.when == "setup" and report.skipped):
+        if report.skipped:
+            _FAULTS["skipped"] += 1
+        else:
+            _FAULTS["tried"] += 1
+            _FAULTS["handled"] += report.passed
+    elif report.when == "setup" and report.failed:
+        _FAULTS["tried"] += 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _FAULTS["tried"] or _FAULTS["skipped"]:
+        terminalreporter.write_line(
+            f"fault suite: {_FAULTS['tried']} cases tried, {_FAULTS['handled']} handled"
+            + (f", {_FAULTS['skipped']} skipped (see -rs for why)" if _FAULTS["skipped"] else ""))

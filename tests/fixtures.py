@@ -7,9 +7,25 @@ to write one tile folder for manual inspection: `python tests/fixtures.py OUT_DI
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 from rasterio.transform import Affine
+
+from tessera.dpixel import DPixelBatch
+
+
+#: The real data of ../shared/datasets (see its README); tests skip when it is absent.
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def shared_path(*parts: str) -> Path:
+    """A file of ../shared/datasets, or skip the test saying what is missing."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"real data not available: {p} (see ../shared/datasets/README.md)")
+    return p
 
 
 def make_tile_arrays(h: int = 16, w: int = 12, t2: int = 20, ta: int = 8, td: int = 6,
@@ -36,3 +52,17 @@ def make_tile_arrays(h: int = 16, w: int = 12, t2: int = 20, ta: int = 8, td: in
 if __name__ == "__main__":
     from tessera.dpixel import write_tile
     print(write_tile(sys.argv[1], **make_tile_arrays()))
+
+
+def shared_dates_batch(seed: int = 0, h: int = 6, w: int = 5, cloud: float = 0.3) -> DPixelBatch:
+    """The pixels of `make_tile_arrays` as a DPixelBatch (dates shared by all pixels)."""
+    a = make_tile_arrays(h=h, w=w, seed=seed, cloud=cloud)
+
+    def pm(x):
+        return np.moveaxis(x, 0, 2).reshape(h * w, x.shape[0], *x.shape[3:])
+
+    b = DPixelBatch.from_shared_dates(
+        s2=pm(a["bands"]), s2_valid=pm(a["masks"]).astype(bool), s2_doy=a["doys"],
+        s1_asc=pm(a["sar_ascending"]), s1_asc_doy=a["sar_ascending_doy"],
+        s1_desc=pm(a["sar_descending"]), s1_desc_doy=a["sar_descending_doy"])
+    return b

@@ -140,3 +140,72 @@ def test_resolve_model_prefers_the_shipped_weights():
         assert "training" in meta, "shipped weights must carry their training provenance"
     _, meta = resolve_model(preset="small")  # another preset has no shipped weights
     assert meta["random_init"] is True
+
+
+class RecordingProgress:
+    """A tessera.progress.Progress that records every report."""
+
+    def __init__(self):
+        self.tasks = []
+
+    def task(self, description, total=None, unit=""):
+        rec = {"description": description, "total": total, "unit": unit, "advances": []}
+        self.tasks.append(rec)
+
+        class Task:
+            def advance(self, n=1, info=None):
+                rec["advances"].append(n)
+
+            def update(self, *, completed=None, total=None, info=None):
+                pass
+        return Task()
+
+
+def test_progress_is_reported_per_forward_pass(tile_dir, tiny_model, tmp_path):
+    """Progress moves within a chunk (every forward batch), so a slow machine never shows a bar
+    stuck at 0 for a whole chunk; the advances add up to the ROI pixels."""
+    e = Embedder(tiny_model, device="cpu", batch_size=8)
+    rec = RecordingProgress()
+    out = embed_tile(e, tile_dir, tmp_path / "o", name="x", progress=rec, chunk_pixels=10_000)
+    (t,) = rec.tasks
+    roi = int(Tile.open(tile_dir).roi.sum())
+    assert t["total"] == roi and t["unit"] == "px" and t["description"] == "embedding x"
+    assert len(t["advances"]) > 4  # one chunk (the whole tile), many reports
+    assert sum(t["advances"]) == pytest.approx(roi)
+    assert out.n_pixels == 16 * 12
+
+
+def test_geotiff_year_from_the_tiles_sidecar_and_int8_nodata(tiny_model, tmp_path):
+    from tessera.simulate import SimConfig, simulate_tile
+
+    tile = simulate_tile(tmp_path / "t", SimConfig(size=12, seed=1, year=2021,
+                                                   n_s2_dates=6, n_s1_asc=3, n_s1_desc=3))
+    e = Embedder(tiny_model, device="cpu")
+    out = embed_tile(e, tile, tmp_path / "o", geotiff="int8", progress=None)
+    s = np.load(out.scales)
+    with rasterio.open(out.geotiffs[0]) as src:
+        assert src.tags()["year"] == "2021" and src.nodata == -128
+        data = np.moveaxis(src.read(), 0, -1)
+    assert (data[~np.isfinite(s)] == -128).all()
+    np.testing.assert_array_equal(data[np.isfinite(s)], np.load(out.embeddings)[np.isfinite(s)])
+
+
+def test_threads_honour_omp_num_threads_and_the_affinity(monkeypatch):
+    import os
+
+    import torch
+
+    from tessera.cpus import available_cpus
+    from tessera.infer import use_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    n = available_cpus()
+    assert 1 <= n <= len(os.sched_getaffinity(0))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert available_cpus() == 1
+    before = torch.get_num_threads()
+    try:
+        assert use_threads() == 1 and torch.get_num_threads() == 1
+        assert use_threads(2) == 2 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

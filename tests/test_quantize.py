@@ -38,7 +38,7 @@ def test_roundtrip_heavy_tailed():
 
 def test_roundtrip_cosine_on_real_pixels():
     """Embeddings of real WorldCereal FRA 2022 samples (tiny preset) survive int8 at >= 0.9999."""
-    from conftest import shared_path
+    from fixtures import shared_path
     from tessera.table import embed_table
     path = shared_path("worldcereal", "extractions", "2022_FRA_LPIS_POLY_110.geoparquet")
     import warnings

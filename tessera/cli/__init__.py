@@ -27,13 +27,13 @@ def _flag_types_hidden() -> None:
     if the flag took a value; show nothing there, as click does."""
     option = getattr(typer.core, "TyperOption", None)
     shown = getattr(option, "display_type_rich", None)
-    if shown is None or getattr(shown, "_tessera", False):
+    if option is None or shown is None or getattr(shown, "_tessera", False):
         return
 
     def display_type_rich(self: Any, ctx: Any) -> str | None:
         return None if getattr(self, "is_flag", False) else shown(self, ctx)
 
-    display_type_rich._tessera = True  # type: ignore[attr-defined]
+    display_type_rich._tessera = True  # type: ignore[attr-defined]  # a marker: patched once
     option.display_type_rich = display_type_rich
 
 

@@ -19,19 +19,22 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TextIO, TypeVar
 
 import click
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
 
 from tessera.errors import RegionError, TesseraError
 
-out = Console(soft_wrap=True, highlight=False)
+if TYPE_CHECKING:
+    from tessera.geo.region import BBox
+
+out = Console(soft_wrap=True, highlight=False, markup=False)  # paths may hold [brackets]
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 #: Exit codes: 2 for anything the user can fix, 70 (EX_SOFTWARE) for a bug, 130 for Ctrl-C.
@@ -75,18 +78,19 @@ def user_message(exc: BaseException) -> str | None:
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  file: Any = None, line: str | None = None) -> None:
+                  file: TextIO | None = None, line: str | None = None) -> None:
     if issubclass(category, (UserWarning, RuntimeWarning)):
         warn(message)
 
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def command(fn: F) -> F:
+def command(fn: Callable[P, R]) -> Callable[P, R]:
     """Run a command with the error handling and warning display of the module docstring."""
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("default")
@@ -109,7 +113,7 @@ def command(fn: F) -> F:
             fail(f"internal error (a bug in tessera-eo {__version__}, not in your input): "
                        f"{type(exc).__name__}: {one_line(exc)}; rerun with TESSERA_DEBUG=1 for "
                        f"the traceback and report it at {BUG_REPORTS}", EXIT_BUG)
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 # --- progress bars ------------------------------------------------------------------------------
@@ -117,7 +121,7 @@ def command(fn: F) -> F:
 class _Count(ProgressColumn):
     """`done/total unit` (bytes as kB / MB / GB)."""
 
-    def render(self, task: Any) -> Text:
+    def render(self, task: Task) -> Text:
         from rich.filesize import decimal
         unit = task.fields.get("unit", "")
         if unit == "B":
@@ -130,7 +134,7 @@ class _Count(ProgressColumn):
 class _Rate(ProgressColumn):
     """Throughput: `123 px/s`, `4.5 MB/s`."""
 
-    def render(self, task: Any) -> Text:
+    def render(self, task: Task) -> Text:
         from rich.filesize import decimal
         speed = task.finished_speed or task.speed
         if not speed:
@@ -142,7 +146,7 @@ class _Rate(ProgressColumn):
 
 
 class _Task:
-    def __init__(self, bar: Progress, task_id: Any) -> None:
+    def __init__(self, bar: Progress, task_id: TaskID) -> None:
         self.bar, self.id = bar, task_id
 
     def advance(self, n: float = 1, info: str | None = None) -> None:
@@ -231,7 +235,8 @@ def overwrite_option() -> Any:
     return typer.Option(False, "--overwrite", help="Replace an existing output.")
 
 
-def region_of(bbox: str | None, region: Path | None, tiles: list[str] | None) -> Any:
+def region_of(bbox: str | None, region: Path | None, tiles: list[str] | None
+              ) -> BBox | Path | list[str]:
     """Exactly one of --bbox / --region / --tile -> what `tessera.geo.Region.parse` reads (a
     bbox tuple, a polygon file path, a list of tile names)."""
     from tessera.geo import parse_bbox, parse_tile_name

@@ -88,7 +88,8 @@ def embed(
     tile = Tile.open(tile_dirs[0]) if store is None else None  # bad input before model work
     use_threads(threads)
     model, meta = resolve_model(checkpoint, preset, seed=seed)
-    embedder = Embedder(model, device=device, batch_size=batch_size, sampling=sampling,
+    embedder = Embedder(model, device=device, batch_size=batch_size,
+                        sampling=sampling,  # type: ignore[arg-type]  # Embedder checks it
                         seed=seed, bf16=bf16)
     warn_random_init(meta)
     if store is not None:
@@ -223,8 +224,8 @@ def embed_points(
     finally:
         _print_warnings(caught)
     flagged = summary.flagged_samples
-    out.print(f"[bold]embed-points[/]: {summary.samples} samples from {summary.rows} rows "
+    out.print(f"embed-points: {summary.samples} samples from {summary.rows} rows "
               f"({summary.s2_observations} S2 + {summary.s1_observations} S1 observations); "
               f"{flagged} flagged sample{'s' if flagged != 1 else ''} (no valid S2 or S1); "
               f"{summary.seconds:.1f} s")
-    out.print(f"wrote {summary.output}", markup=False)
+    out.print(f"wrote {summary.output}")

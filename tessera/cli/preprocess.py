@@ -5,12 +5,16 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from tessera.cli.common import (Bars, bbox_option, command, err, fail, need, out,
                                 progress_option, region_option, warn)
+
+if TYPE_CHECKING:
+    from tessera.geo import TargetGrid
+    from tessera.preprocess.acquisition import Source
 
 
 class _ConsoleWarnings(logging.Handler):
@@ -18,7 +22,8 @@ class _ConsoleWarnings(logging.Handler):
         warn(record.getMessage())
 
 
-def _grid(bbox: Optional[str], region: Optional[Path], tile: Optional[str], source: Any) -> Any:
+def _grid(bbox: Optional[str], region: Optional[Path], tile: Optional[str], source: Source
+          ) -> TargetGrid:
     from tessera.geo import TargetGrid, parse_bbox
 
     given = [x is not None for x in (bbox, region, tile)]
@@ -94,13 +99,17 @@ def preprocess(
     if not any(isinstance(h, _ConsoleWarnings) for h in log.handlers):
         log.addHandler(_ConsoleWarnings(logging.WARNING))
         log.propagate = False
-    opts = ComposeOptions(resampling_10m, resampling_20m, resampling_s1, boa_offset,
-                          on_conflict)
-    src: Any
+    # boa_offset / on_conflict / s1_units: any text here; the constructors check it and name
+    # the choices in their error
+    opts = ComposeOptions(resampling_10m, resampling_20m, resampling_s1,
+                          boa_offset,  # type: ignore[arg-type]
+                          on_conflict)  # type: ignore[arg-type]
+    src: Source
     if source == "files":
         from tessera.preprocess.sources.files import FilesSource
         src = FilesSource(s2=s2, s1=s1, s2_band_order=_bands(s2_band_order),
-                          s1_band_order=_bands(s1_band_order), s1_units=s1_units,
+                          s1_band_order=_bands(s1_band_order),
+                          s1_units=s1_units,  # type: ignore[arg-type]
                           s1_orbit=s1_orbit)
     elif source == "stac":
         if not stac_url:

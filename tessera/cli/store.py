@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -14,10 +14,15 @@ from tessera.cli.common import (Bars, bbox_option, cache_option, command, err, f
                                 overwrite_option, progress_option, region_of, region_option,
                                 store_option, tile_option, year_option)
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tessera.store.client import Client
+
 FORMATS = {"npy": None, "tiff": "tiles", "zarr": "zarr"}
 
 
-def _client(store: str, cache: Optional[Path]) -> Any:
+def _client(store: str, cache: Optional[Path]) -> Client:
     from tessera.store.client import Client
     return Client(store, cache_dir=cache)
 
@@ -44,7 +49,7 @@ def check(
                         ("sha256 differs", rep.hash_mismatch),
                         ("not in the manifest", rep.unlisted)):
         for p in items:
-            out.print(f"[red]{what}:[/] {p}")
+            out.print(f"{what}: {p}")
     for p in rep.temporary:
         out.print(f"temporary (left by an interrupted write): {p}")
     out.print(f"{rep.checked} files of {len(man)} tile-years checked"
@@ -90,6 +95,8 @@ def download(
                                  "and written; do nothing."),
     cache: Optional[Path] = cache_option(),
     jobs: int = typer.Option(4, metavar="N", min=1, help="Tiles downloaded at once (npy)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="zarr: replace an existing store "
+                                   "(npy and tiff outputs resume instead)."),
     progress: bool = progress_option(),
 ) -> None:
     """Fetch the tiles of a region and year: verified, resumable, as a store, GeoTIFFs or Zarr.
@@ -117,6 +124,8 @@ def download(
         return
     if output is None:
         fail("-o/--output is required (or --dry-run)")
+    if fmt == "zarr" and output.exists() and not overwrite:
+        fail(f"{output}: exists (use --overwrite to replace it)")
     if not plan.tiles_present:
         fail(f"none of the region's tiles is in the store for {year}")
     with warnings.catch_warnings():
@@ -130,10 +139,10 @@ def download(
             out.print(f"wrote {len(res.written)} GeoTIFFs under {output} "
                       f"({len(res.skipped)} already there)")
         else:
-            out.print(f"wrote {client.export_zarr(where, year, output)}")
+            out.print(f"wrote {client.export_zarr(where, year, output, overwrite=overwrite)}")
 
 
-def _points_table(path: Path) -> Any:
+def _points_table(path: Path) -> pd.DataFrame:
     """CSV / Parquet with lon + lat columns, or GeoJSON points -> a DataFrame with lon, lat."""
     import pandas as pd
 

@@ -4,12 +4,15 @@ and `tessera coverage` (which tiles a store holds). Light core: no model needed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from tessera.cli.common import (bbox_option, cache_option, command, out, region_of,
                                 region_option, store_option, tile_option, year_option)
+
+if TYPE_CHECKING:
+    from tessera.geo.region import RegionLike
 
 
 @command
@@ -44,7 +47,7 @@ def visualize(
     from tessera import viz
     from tessera.store import open_store
 
-    where = region_of(bbox, region, tile)
+    where: RegionLike = region_of(bbox, region, tile)
     if region is not None:
         from tessera.geo import Region
         where = Region.parse(where)

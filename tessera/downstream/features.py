@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,9 @@ from tessera.bands import S1_POLS, S2_BANDS
 from tessera.downstream.tables import EvalTable, find_date_column
 from tessera.errors import InputError
 from tessera.table.wide import WORLDCEREAL_OPTIONS  # how tessera.table reads these tables
+
+if TYPE_CHECKING:
+    from tessera.model import TesseraModel
 
 NODATA = (65535,)
 #: An embedding function: long frame -> (sample ids, (N, D) array) or (ids, array, flags).
@@ -39,7 +42,7 @@ def default_raw_columns(long: pd.DataFrame) -> list[str]:
     return cols
 
 
-def raw_features(long: pd.DataFrame, sample_ids: Sequence[Any], *,
+def raw_features(long: pd.DataFrame, sample_ids: Sequence[object] | np.ndarray, *,
                  columns: Sequence[str] | None = None, id_column: str = "sample_id",
                  date_column: str | None = None, nodata: Iterable[float] = NODATA,
                  drop_empty: bool = True) -> tuple[np.ndarray, list[str]]:
@@ -79,7 +82,8 @@ def raw_features(long: pd.DataFrame, sample_ids: Sequence[Any], *,
     return x, names
 
 
-def tessera_embedder(model: Any = None, *, checkpoint: str | os.PathLike | None = None,
+def tessera_embedder(model: TesseraModel | None = None, *,
+                     checkpoint: str | os.PathLike | None = None,
                      preset: str | None = None, device: str = "cpu",
                      options: Mapping[str, Any] | None = None, **embed_kwargs: Any) -> EmbedFn:
     """An `EmbedFn` embedding with `tessera.table.embed_table`: the given model, else
@@ -101,7 +105,7 @@ def tessera_embedder(model: Any = None, *, checkpoint: str | os.PathLike | None 
             x = x * out["scale"].to_numpy(np.float32)[:, None]
         return out.iloc[:, 0].to_numpy(), x, out["flags"].to_numpy()
 
-    embed.state = state  # type: ignore[attr-defined]
+    embed.state = state  # type: ignore[attr-defined]  # the lazily loaded model, for callers
     return embed
 
 

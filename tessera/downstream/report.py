@@ -74,7 +74,9 @@ def summary_markdown(results: pd.DataFrame, *, weight: str = "fold") -> str:
         g = g[g["method"] == g["method"].iloc[0]]
         cells = [f"{g[g['fraction'] == f]['n_train_mean'].iloc[0]:.1f}"
                  if (g["fraction"] == f).any() else "-" for f in fr]
-        lines.append(f"| {table} | {int(g['n_folds'].max())} | " + " | ".join(cells) + " |")
+        # pandas-stubs types a groupby key as any Scalar (bytes included); here it is the table name
+        lines.append(f"| {table} | {int(g['n_folds'].max())} | "  # type: ignore[str-bytes-safe]
+                     + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -85,8 +87,10 @@ def summary_dict(results: pd.DataFrame, *, weight: str = "fold", **meta: Any) ->
     counts = results.groupby(["table", "method", "fraction"], sort=False)[
         ["n_test_flagged", "n_test_no_features", "n_test_unseen"]].sum()
     out: dict[str, Any] = {**meta, "weight": weight, "summary": []}
+    r: Any  # pandas-stubs types every itertuples field as any Scalar (str, bytes, date, ...)
     for r in s.itertuples(index=False):
-        c = counts.loc[(r.table, r.method, r.fraction)]
+        # a full MultiIndex key; pandas-stubs reads a 3-tuple as (rows, columns) and rejects it
+        c = counts.loc[(r.table, r.method, r.fraction)]  # type: ignore[index]
         out["summary"].append({
             "table": r.table, "method": r.method, "fraction": float(r.fraction),
             "accuracy_mean": float(r.acc_mean), "accuracy_std": float(r.acc_std),

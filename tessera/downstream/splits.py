@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import zlib
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -25,7 +25,7 @@ class Fold:
     test: np.ndarray
 
 
-def leave_one_cell_out(cells: Sequence[Any]) -> list[Fold]:
+def leave_one_cell_out(cells: Sequence[object] | np.ndarray) -> list[Fold]:
     """One fold per distinct cell (sorted): that cell is the test set, every other cell the
     training pool. A table with a single cell gives no fold."""
     cells = np.asarray([str(c) for c in cells], dtype=object)
@@ -43,7 +43,7 @@ def subset_size(n: int, fraction: float) -> int:
     return min(n, max(1, math.ceil(round(fraction * n, 9))))
 
 
-def stratified_order(labels: Sequence[Any], seed: int, *, min_per_class: int = 1,
+def stratified_order(labels: Sequence[object] | np.ndarray, seed: int, *, min_per_class: int = 1,
                      salt: int = 0) -> np.ndarray:
     """A seeded order of the indices of `labels` whose every prefix is a stratified sample.
 
@@ -71,8 +71,8 @@ def stratified_order(labels: Sequence[Any], seed: int, *, min_per_class: int = 1
     return idx[np.argsort(key, kind="stable")]
 
 
-def subsample(labels: Sequence[Any], fraction: float, seed: int, *, min_per_class: int = 1,
-              salt: int = 0) -> np.ndarray:
+def subsample(labels: Sequence[object] | np.ndarray, fraction: float, seed: int, *,
+              min_per_class: int = 1, salt: int = 0) -> np.ndarray:
     """Sorted indices of the labelled subset: the first max(ceil(f n), guaranteed) samples of
     `stratified_order`, so subsets of one seed and salt are nested across fractions; with
     fraction 1 every index."""

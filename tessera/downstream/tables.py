@@ -70,7 +70,7 @@ def load_class_names(path: str | os.PathLike | None) -> dict[str, str]:
     return dict(zip(codes, legend["label_full"].fillna("").str.strip()))
 
 
-def merge_rare(codes: Sequence[Any], min_count: int = 10) -> np.ndarray:
+def merge_rare(codes: Sequence[object] | np.ndarray, min_count: int = 10) -> np.ndarray:
     """Classes (as text) with fewer than `min_count` samples become "other"."""
     codes = np.asarray([str(c) for c in codes], dtype=object)
     counts = pd.Series(codes).value_counts()
@@ -129,8 +129,11 @@ def load_table(source: str | os.PathLike | pd.DataFrame, *, name: str | None = N
         raise InputError(f"{name}: samples without {label_column} or {cell_column}")
     dates = pd.to_datetime(df[date_col])
     if year == "auto":
-        years = df["year"].dropna().unique() if "year" in df.columns else []
-        year = int(years[0]) if len(years) == 1 else int(dates.dt.year.value_counts().idxmax())
+        years: np.ndarray | list[int] = (df["year"].dropna().unique() if "year" in df.columns
+                                         else [])
+        # pandas-stubs types idxmax as Hashable; the labels of these counts are years (int)
+        year = int(years[0]) if len(years) == 1 else int(
+            dates.dt.year.value_counts().idxmax())  # type: ignore[call-overload]
     elif year is not None:
         year = int(year)
     codes = np.array([_code_text(c) for c in first[label_column]], dtype=object)

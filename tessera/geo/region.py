@@ -14,7 +14,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -23,6 +23,12 @@ from tessera.geo.crs import LONLAT, is_lonlat, to_lonlat, transformer
 from tessera.geo.grid import GridTile, parse_tile_name, tiles_in_bbox, tiles_in_geometry
 
 BBox = tuple[float, float, float, float]
+
+#: A region as a caller gives it, i.e. what `Region.parse` reads: a `Region`, a bbox (west,
+#: south, east, north) in degrees, a lon/lat shapely geometry, a GeoJSON dict or file path, a
+#: GeoDataFrame-like (`.geometry` + `.crs`), a tile name, or a list of tile names / GridTiles.
+#: Any to the type checker: shapely and geopandas objects are untyped.
+RegionLike: TypeAlias = Any
 
 
 def parse_bbox(text: str, what: str = "--bbox") -> BBox:
@@ -126,7 +132,7 @@ class Region:
     crosses_antimeridian: bool = False
 
     @classmethod
-    def parse(cls, region: Any) -> Region:
+    def parse(cls, region: RegionLike) -> Region:
         """From a bbox (west, south, east, north) in degrees, a lon/lat shapely geometry, a
         GeoJSON dict or file, a GeoDataFrame-like (`.geometry` + `.crs`), a tile name or a list of
         tile names / GridTiles."""
@@ -239,6 +245,10 @@ def points_lonlat(points: Any) -> tuple[np.ndarray, np.ndarray]:
                                   f"{(g or {}).get('type', 'empty')}, expected a Point")
             xy.append(g["coordinates"][:2])
         arr = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        crs = geojson_crs(points)
+        if crs is not None and not is_lonlat(crs):  # an old-style `crs` member, e.g. UTM
+            x, y = transformer(crs, LONLAT).transform(arr[:, 0], arr[:, 1])
+            return np.asarray(x, np.float64), np.asarray(y, np.float64)
         return arr[:, 0], arr[:, 1]
     if hasattr(points, "geometry") and hasattr(points, "crs"):
         geoms = np.asarray(points.geometry, dtype=object)

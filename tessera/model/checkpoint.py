@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -66,7 +66,7 @@ def save_checkpoint(model: TesseraModel, path: str | os.PathLike, preset: str | 
 
 def validate_meta(meta: dict[str, Any], source: str) -> ModelConfig:
     """Check a checkpoint's JSON against this code's constants; return its model config."""
-    def fail(field: str, found: Any, expected: Any) -> None:
+    def fail(field: str, found: object, expected: object) -> NoReturn:
         raise CheckpointConfigError(f"{source}: field '{field}' is {found!r}, expected {expected!r}")
 
     if meta.get("format") != FORMAT:

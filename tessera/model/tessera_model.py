@@ -42,7 +42,9 @@ def doy_encoding(doy: torch.Tensor, d_model: int) -> torch.Tensor:
 
 #: module -> {name: (weak reference to the source weight, its version, packed weight)}; weak,
 #: so deepcopy, pickling and state dicts never see the packed tensors.
-_PACKED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_PACKED: weakref.WeakKeyDictionary[
+    nn.Module, dict[str, tuple[weakref.ref[torch.Tensor], int | None, torch.Tensor]]
+] = weakref.WeakKeyDictionary()
 _ONEDNN: bool | None = None
 
 
@@ -158,6 +160,7 @@ class Backbone(nn.Module):
         pad = None if mask is None else ~mask
         if _use_onednn(x, self):
             e0, e2 = self.embedding[0], self.embedding[2]
+            assert isinstance(e0, nn.Linear) and isinstance(e2, nn.Linear)
             h = _linear(self, "e0", e0.weight, e0.bias, x, act="relu")
             h = _linear(self, "e2", e2.weight, e2.bias, h, add=doy_encoding(doy, self.d_model))
             attn_mask = None if mask is None else mask[:, None, None, :]
@@ -166,7 +169,7 @@ class Backbone(nn.Module):
         else:
             h = self.embedding(x) + doy_encoding(doy, self.d_model).to(x.dtype)
             h = self.transformer_encoder(h, src_key_padding_mask=pad)
-        if mask is not None:
+        if pad is not None:
             # Padded outputs are excluded from the pooling; zero them so they cannot leak NaN.
             h = h.masked_fill(pad.unsqueeze(-1), 0.0)
         return self.attn_pool(h, mask)
@@ -197,6 +200,12 @@ class TesseraModel(nn.Module):
     normalised inside with the v1.0 constants (buffers, not parameters).
     """
 
+    # the normalisation constants, registered as buffers in __init__
+    s2_mean: torch.Tensor
+    s2_std: torch.Tensor
+    s1_mean: torch.Tensor
+    s1_std: torch.Tensor
+
     def __init__(self, cfg: ModelConfig, with_projector: bool = False) -> None:
         super().__init__()
         self.config = cfg
@@ -223,7 +232,9 @@ class TesseraModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.dim_reducer[0].weight.dtype
+        linear = self.dim_reducer[0]
+        assert isinstance(linear, nn.Linear)
+        return linear.weight.dtype
 
     def forward(self, s2: torch.Tensor, s2_doy: torch.Tensor, s1: torch.Tensor,
                 s1_doy: torch.Tensor, s2_mask: torch.Tensor | None = None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import datetime as _dt
-from typing import Any, Callable, Literal, Protocol
+from typing import Any, Callable, Literal, Mapping, Protocol
 
 import numpy as np
 
@@ -26,7 +26,10 @@ S1Units = Literal["linear", "db", "int16"]
 class Asset(Protocol):
     """One band of one granule, readable onto a target grid."""
 
-    description: str  # file path or URL, for error messages
+    @property
+    def description(self) -> str:
+        """File path or URL, for error messages."""
+        ...
 
     def read(self, grid: TargetGrid, resampling: str) -> np.ndarray:
         """float32 (grid.height, grid.width), NaN where the source has no data."""
@@ -121,7 +124,7 @@ class Granule:
     sensor: Sensor
     date: _dt.date
     id: str
-    assets: dict[str, Any]                # band name (bands.S2_BANDS + "SCL", or "VV"/"VH") -> Asset
+    assets: Mapping[str, Asset]           # band name (bands.S2_BANDS + "SCL", or "VV"/"VH") -> Asset
     orbit: str | None = None              # S1: "ascending" | "descending"
     baseline: str | None = None           # S2 processing baseline from metadata, e.g. "04.00"
     boa_offset_applied: bool | None = None  # metadata says the BOA offset was already removed
@@ -133,7 +136,7 @@ class Granule:
     def doy(self) -> int:
         return self.date.timetuple().tm_yday
 
-    def asset(self, band: str) -> Any:
+    def asset(self, band: str) -> Asset:
         try:
             return self.assets[band]
         except KeyError:

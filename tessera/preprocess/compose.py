@@ -65,7 +65,7 @@ class DateResult:
     """One date composed on one patch."""
 
     date: _dt.date
-    values: np.ndarray          # S2: uint16 (H, W, 10); S1: int16 (H, W, 2)
+    values: np.ndarray | None   # S2: uint16 (H, W, 10); S1: int16 (H, W, 2); None once stacked
     mask: np.ndarray            # bool (H, W): valid observation
     has_data: np.ndarray | bool  # any pixel with data
     granules: list[str]

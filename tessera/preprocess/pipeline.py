@@ -24,7 +24,7 @@ import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -37,6 +37,10 @@ from tessera.preprocess.compose import (ComposeOptions, DateResult, compose_s1_d
                                         compose_s2_date, group_by_date)
 from tessera.geo import DEFAULT_PATCH_SIZE, Patch, TargetGrid
 from tessera.progress import Progress, task
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    from dask.delayed import Delayed
 
 log = logging.getLogger("tessera.preprocess")
 
@@ -165,7 +169,7 @@ class _Stack:
     slices concurrently).
     """
 
-    def __init__(self, path: Path, shape: tuple[int, ...], dtype: Any) -> None:
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: npt.DTypeLike) -> None:
         self.path, self.shape, self.dtype = path, shape, np.dtype(dtype)
         m = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=shape)
         self.offset = m.offset  # bytes of the .npy header; the file is sparse until written
@@ -240,14 +244,16 @@ class PatchJob:
                 "ascending": _Stack(tmp / "sar_ascending.npy", (na, h, w, 2), np.int16),
                 "descending": _Stack(tmp / "sar_descending.npy", (nd, h, w, 2), np.int16)}
 
-    def date(self, _started: Any, key: str, t: int) -> DateResult:
+    def date(self, _started: None, key: str, t: int) -> DateResult:
         date, gs = self.groups[key][t]
         if key == "s2":
             r = compose_s2_date(date, gs, self.grid, self.opts)
+            assert r.values is not None  # freshly composed: not stacked yet
             self.stacks["bands"].write(t, r.values)
             self.stacks["masks"].write(t, r.mask)
         else:
             r = compose_s1_date(date, gs, self.grid, self.opts)
+            assert r.values is not None  # freshly composed: not stacked yet
             self.stacks[key].write(t, r.values)
         r.values, r.mask = None, r.mask.astype(np.uint16)  # keep only what the sidecar needs
         if self.on_date:
@@ -265,6 +271,7 @@ class PatchJob:
 
     def _finish(self, results: tuple[DateResult, ...]) -> dict[str, Any]:
         grid, tmp, h, w = self.grid, self.tmp, self.grid.height, self.grid.width
+        assert tmp is not None, "start() runs before finish()"
         n2, na = len(self.groups["s2"]), len(self.groups["ascending"])
         parts = {"s2": results[:n2], "ascending": results[n2:n2 + na],
                  "descending": results[n2 + na:]}
@@ -317,7 +324,7 @@ class PatchJob:
                 shutil.rmtree(self.tmp, ignore_errors=True)
                 self.tmp = None
 
-    def tasks(self) -> Any:
+    def tasks(self) -> Delayed:
         """The dask graph of this patch: a delayed `finish` returning the sidecar."""
         import dask
         started = dask.delayed(self.start, pure=False)()

@@ -19,7 +19,7 @@ import dataclasses
 import datetime as _dt
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from tessera.atomic import atomic_path
 from tessera.bands import (BOA_OFFSET, S2_10M_BANDS, S2_BANDS, needs_boa_offset,
                            s1_int16_to_db)
 from tessera.errors import InputError
+
+if TYPE_CHECKING:
+    from tessera.simulate import SimConfig
 
 S2_TEMPLATE = "s2/S2_{granule}_{date}_{band}.tif"
 S1_TEMPLATE = "s1/S1_{orbit}_{date}_{band}.tif"
@@ -88,8 +91,8 @@ def write_s1_date(root: Path, orbit: str, date: _dt.date, code: np.ndarray, crs:
     return out
 
 
-def write_scene_files(root: str | os.PathLike, config: Any = None, granule: str = "T31UDS"
-                      ) -> dict[str, Any]:
+def write_scene_files(root: str | os.PathLike, config: SimConfig | None = None,
+                      granule: str = "T31UDS") -> dict[str, Any]:
     """Simulate a scene (`tessera.simulate.SimConfig`, even height and width) and write it as
     COGs under `root`. Returns the simulated arrays plus `crs`, `transform`, `s2_dates`,
     `asc_dates`, `desc_dates` for checks."""

@@ -8,7 +8,7 @@ embeddings and task heads against; the scene and the sensors only look it up.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Callable
 
 import numpy as np
 
@@ -137,7 +137,7 @@ def field_params(names: list[str], rng: np.random.Generator | None) -> dict[str,
     n = len(names)
     ph = [PHENOLOGY[c] for c in names]
 
-    def col(fn: Any) -> np.ndarray:
+    def col(fn: Callable[[Phenology], float]) -> np.ndarray:
         return np.array([fn(p) for p in ph], dtype=np.float32)
 
     p = {

@@ -233,6 +233,6 @@ def build_scene(config: SimConfig) -> Scene:
                   fid=fid, texture=texture.astype(f32), base=np.ascontiguousarray(base.T),
                   veg=np.ascontiguousarray(veg.T, dtype=f32),
                   moist=moist, water=is_cls["water"], unclassified=unclassified,
-                  snow_gain=snow_gain, s1_base=s1_base,  # type: ignore[arg-type]
+                  snow_gain=snow_gain, s1_base=s1_base,
                   s1_green=tab[1][cls_pix], s1_dry=tab[2][cls_pix],
                   s1_moist=s1_moist.astype(f32))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,34 +116,27 @@ def simulate_tile(out_dir: str | os.PathLike, config: SimConfig | None = None,
     ``simulation.json`` (``"simulated": true``, seed, config, class table). An existing folder
     is replaced.
     """
-    from tessera.dpixel import replace_dir, write_tile
+    from tessera.dpixel import write_tile
 
     config = config or SimConfig()
     arrays = simulate_arrays(config, workers=workers)
     crs, transform = tile_geometry(config)
-    final = Path(out_dir)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.with_name(f".{final.name}.sim-{os.getpid()}")
-    if staging.exists():
-        shutil.rmtree(staging)
     extra = {"labels": arrays["labels"], "fields": arrays["fields"]}
     if config.write_scl:
         extra["scl"] = arrays["scl"]
-    try:
-        write_tile(staging, bands=arrays["bands"], masks=arrays["masks"], doys=arrays["doys"],
-                   sar_ascending=arrays["sar_ascending"],
-                   sar_ascending_doy=arrays["sar_ascending_doy"],
-                   sar_descending=arrays["sar_descending"],
-                   sar_descending_doy=arrays["sar_descending_doy"],
-                   roi=arrays["roi"], crs=crs, transform=transform, extra=extra)
+
+    def sidecars(folder: Path) -> None:
         if config.write_labels_tiff:
-            _write_labels_tiff(staging / "labels.tiff", arrays["labels"], crs, transform)
-        (staging / "simulation.json").write_text(json.dumps(_sidecar(config), indent=2))
-        replace_dir(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return final
+            _write_labels_tiff(folder / "labels.tiff", arrays["labels"], crs, transform)
+        (folder / "simulation.json").write_text(json.dumps(_sidecar(config), indent=2))
+
+    return write_tile(out_dir, bands=arrays["bands"], masks=arrays["masks"], doys=arrays["doys"],
+                      sar_ascending=arrays["sar_ascending"],
+                      sar_ascending_doy=arrays["sar_ascending_doy"],
+                      sar_descending=arrays["sar_descending"],
+                      sar_descending_doy=arrays["sar_descending_doy"],
+                      roi=arrays["roi"], crs=crs, transform=transform, extra=extra,
+                      add_files=sidecars)
 
 
 def _write_labels_tiff(path: Path, labels: np.ndarray, crs: str, transform: Any) -> None:

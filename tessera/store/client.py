@@ -28,6 +28,7 @@ import numpy as np
 from tessera.errors import ClientError, ManifestError, RegionError, StoreError
 from tessera.geo import GridTile, Region, TargetGrid, parse_tile_name, points_lonlat, tile_of
 from tessera.geo.crs import crs_key, rio_crs
+from tessera.geo.region import RegionLike
 from tessera.store import export, mosaic
 from tessera.store.manifest import Manifest, TileEntry
 from tessera.store.mosaic import Mosaic, TileOpener
@@ -151,7 +152,7 @@ class Client:
         return self._raster(e, dequantize)
 
     # --- regions --------------------------------------------------------------------------------------
-    def plan(self, region: Any, year: int) -> tuple[Region, list[TileEntry], list[str]]:
+    def plan(self, region: RegionLike, year: int) -> tuple[Region, list[TileEntry], list[str]]:
         """(the parsed region, its tiles present in the store for `year`, names of the absent)."""
         r = Region.parse(region)
         names = [t.name for t in r.tiles]
@@ -160,7 +161,7 @@ class Client:
         absent = [n for n in names if n not in found]
         return r, present, absent
 
-    def present(self, region: Any, year: int, what: str
+    def present(self, region: RegionLike, year: int, what: str
                 ) -> tuple[Region, list[TileEntry], list[str]]:
         """`plan`, for a request that needs data: an absent year or a region without any tile
         of that year is an error, absent tiles a MissingTilesWarning naming them."""
@@ -176,7 +177,7 @@ class Client:
                           MissingTilesWarning, stacklevel=3)
         return r, present, absent
 
-    def iter_tiles(self, region: Any, year: int, dequantize: bool = True) -> TileIterator:
+    def iter_tiles(self, region: RegionLike, year: int, dequantize: bool = True) -> TileIterator:
         """Each stored tile of the region for `year`, in its own CRS, one at a time. Absent tiles
         are named in a MissingTilesWarning and in the iterator's `absent` attribute."""
         self._check_year(year)
@@ -206,7 +207,7 @@ class Client:
         return TargetGrid.from_lonlat_geometry(r.geometry, name=r.name, resolution=resolution,
                                                crs=crs)
 
-    def read_region(self, region: Any, year: int, crs: Any = None,
+    def read_region(self, region: RegionLike, year: int, crs: Any = None,
                     resolution: float | None = None, dequantize: bool = True, clip: bool = True
                     ) -> EmbeddingRaster:
         """A mosaic of the region in one CRS (default: UTM zone of its centre at the store's pixel
@@ -226,7 +227,7 @@ class Client:
                                tiles=tuple(e.tile for e in present), absent=tuple(absent),
                                version=",".join(sorted({e.version for e in present})))
 
-    def read_region_xarray(self, region: Any, year: int, crs: Any = None,
+    def read_region_xarray(self, region: RegionLike, year: int, crs: Any = None,
                            resolution: float | None = None, dequantize: bool = True,
                            clip: bool = True) -> Any:
         """`read_region` as an xarray.DataArray with dims (band, y, x), CRS and transform set
@@ -250,7 +251,7 @@ class Client:
         return sample_at_points(self.manifest, lon, lat, year, self.tile_opener())
 
     # --- dry run --------------------------------------------------------------------------------------
-    def dry_run(self, region: Any, year: int, formats: Iterable[str] = ("geotiff",),
+    def dry_run(self, region: RegionLike, year: int, formats: Iterable[str] = ("geotiff",),
                 crs: Any = None, resolution: float | None = None) -> DryRun:
         """What reading or exporting the region would need: tiles present and absent, files and
         bytes to read and to download, and the uncompressed size each export format would
@@ -285,7 +286,7 @@ class Client:
         return run
 
     # --- exports (tessera.store.export) --------------------------------------------------------------
-    def export_geotiff(self, region: Any, year: int, path: str | os.PathLike,
+    def export_geotiff(self, region: RegionLike, year: int, path: str | os.PathLike,
                        dtype: str = "float32", crs: Any = None, resolution: float | None = None,
                        clip: bool = True, compress: str = "deflate", overwrite: bool = False
                        ) -> Path:
@@ -294,12 +295,12 @@ class Client:
         return export.export_geotiff(self, region, year, path, dtype, crs, resolution, clip,
                                      compress, overwrite)
 
-    def export_tiles_geotiff(self, region: Any, year: int, out_dir: str | os.PathLike,
+    def export_tiles_geotiff(self, region: RegionLike, year: int, out_dir: str | os.PathLike,
                              dtype: str = "float32", compress: str = "deflate") -> TilesExport:
         """One GeoTIFF per tile in the published layout; see `tessera.store.export`."""
         return export.export_tiles_geotiff(self, region, year, out_dir, dtype, compress)
 
-    def export_zarr(self, region: Any, year: int, path: str | os.PathLike, clip: bool = True,
+    def export_zarr(self, region: RegionLike, year: int, path: str | os.PathLike, clip: bool = True,
                     chunk: int | None = None, overwrite: bool = False) -> Path:
         """A resumable Zarr v3 store, one group per UTM zone; see `tessera.store.export`."""
         return export.export_zarr(self, region, year, path, clip, chunk, overwrite)

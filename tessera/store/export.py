@@ -21,6 +21,7 @@ from tessera import geotiff
 from tessera.errors import ClientError, ExistsError, WriteError
 from tessera.geo import Region, TargetGrid, parse_tile_name
 from tessera.geo.crs import crs_key, rio_crs
+from tessera.geo.region import RegionLike
 from tessera.geotiff import INT8_NODATA, human_bytes
 from tessera.store import mosaic
 from tessera.store.layout import geotiff_relpath
@@ -29,6 +30,8 @@ from tessera.store.mosaic import Mosaic
 from tessera.store.results import TilesExport
 
 if TYPE_CHECKING:
+    import zarr
+
     from tessera.store.client import Client
 
 TIFF_BLOCK = geotiff.BLOCK  # pixels: GeoTIFF block and export window
@@ -111,7 +114,7 @@ def _write_mosaic(path: Path, grid: TargetGrid, mos: Mosaic, dtype: str, tags: d
                                     compress=compress, block=TIFF_BLOCK)
 
 
-def export_geotiff(client: Client, region: Any, year: int, path: str | os.PathLike,
+def export_geotiff(client: Client, region: RegionLike, year: int, path: str | os.PathLike,
                    dtype: str = "float32", crs: Any = None, resolution: float | None = None,
                    clip: bool = True, compress: str = "deflate", overwrite: bool = False
                    ) -> Path:
@@ -129,7 +132,7 @@ def export_geotiff(client: Client, region: Any, year: int, path: str | os.PathLi
     return path
 
 
-def export_tiles_geotiff(client: Client, region: Any, year: int, out_dir: str | os.PathLike,
+def export_tiles_geotiff(client: Client, region: RegionLike, year: int, out_dir: str | os.PathLike,
                          dtype: str = "float32", compress: str = "deflate") -> TilesExport:
     """The published per-tile layout `{year}/grid_{lon}_{lat}/grid_{lon}_{lat}_{year}.tiff`
     under `out_dir`, each tile in its own UTM CRS and pixels. Resumable: tiles whose file
@@ -178,7 +181,7 @@ def zone_grids(r: Region, present: Sequence[TileEntry], clip: bool
     return out
 
 
-def export_zarr(client: Client, region: Any, year: int, path: str | os.PathLike,
+def export_zarr(client: Client, region: RegionLike, year: int, path: str | os.PathLike,
                 clip: bool = True, chunk: int | None = None, overwrite: bool = False) -> Path:
     """A Zarr v3 store of the region: one group per UTM zone (`utm31n`, ...) in its native
     CRS and pixels (no resampling), arrays `embeddings` int8 (y, x, band) chunked
@@ -204,7 +207,7 @@ def export_zarr(client: Client, region: Any, year: int, path: str | os.PathLike,
         "zones": [(n, list(g.transform)[:6], g.width, g.height) for n, g, _ in zones],
     }).encode()).hexdigest()
     tmp = partial_path(path)
-    root = None
+    root: Any = None  # a zarr Group; its members and JSON attributes are used untyped here
     if tmp.exists():
         try:
             root = zarr.open_group(str(tmp), mode="r+", zarr_format=3)
@@ -249,13 +252,13 @@ def export_zarr(client: Client, region: Any, year: int, path: str | os.PathLike,
 
 def _zarr_create(tmp: Path, zones: list[tuple[str, TargetGrid, list[TileEntry]]],
                  present: Sequence[TileEntry], absent: Sequence[str], year: int, dim: int,
-                 chunk: int, plan: str) -> Any:
+                 chunk: int, plan: str) -> zarr.Group:
     import zarr
 
     res = min(abs(e.transform[0]) for e in present)
     versions = ",".join(sorted({e.version for e in present}))
     simulated = any(e.version.startswith("simulated") for e in present)
-    geoemb = {
+    geoemb: dict[str, Any] = {
         "geoemb:type": "pixel", "geoemb:dimensions": dim,
         "geoemb:model": f"urn:tessera:{versions}" if simulated else MODEL_URL,
         "geoemb:source_data": SOURCE_DATA, "geoemb:data_type": "int8", "geoemb:gsd": res,

@@ -28,7 +28,6 @@ import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import requests
 import urllib3
@@ -125,7 +124,7 @@ class HttpStore:
     def __init__(self, url: str, cache_dir: str | os.PathLike | None = None, retries: int = 4,
                  backoff: float = 0.5, timeout: float = 30.0,
                  session: requests.Session | None = None, *,
-                 sleep: Callable[[float], Any] = time.sleep, chunk_size: int = CHUNK) -> None:
+                 sleep: Callable[[float], object] = time.sleep, chunk_size: int = CHUNK) -> None:
         if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
             raise StoreError(f"{url}: not an http(s) URL")
         self.url = url.rstrip("/")

@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import fcntl
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +168,7 @@ class LocalStore:
         return entry
 
     # --- checking ---------------------------------------------------------------------------------
-    def check(self, verify_hashes: bool = True, progress: Any = None,
+    def check(self, verify_hashes: bool = True, progress: Callable[[int], object] | None = None,
               manifest: Manifest | None = None) -> CheckReport:
         """Every listed file against the manifest (existence, size, sha256), and the files of the
         layout that no manifest row lists (stale leftovers). `manifest`: one already read."""

@@ -109,7 +109,9 @@ class TileEntry:
 def hash_file(path: str | os.PathLike | BinaryIO, chunk: int = 1 << 20) -> tuple[int, str]:
     """(size, sha256 hex) of a file, streamed in `chunk`-byte pieces."""
     h, n = hashlib.sha256(), 0
-    f = open(path, "rb") if not hasattr(path, "read") else path  # noqa: SIM115
+    # a file object is anything with `read` (mypy does not narrow the union on hasattr)
+    f: BinaryIO = (open(path, "rb") if not hasattr(path, "read")  # noqa: SIM115
+                   else path)  # type: ignore[assignment]
     try:
         while block := f.read(chunk):
             h.update(block)

@@ -169,7 +169,8 @@ class Mosaic:
         return q, s
 
     def _paste(self, src: Source, win: Window, q: np.ndarray, s: np.ndarray) -> None:
-        ro, co = src.offset  # type: ignore[misc]
+        assert src.offset is not None  # only tiles on the grid's lattice are pasted
+        ro, co = src.offset
         h, w = src.shape
         tr0, tr1 = max(win.row - ro, 0), min(win.row + win.height - ro, h)
         tc0, tc1 = max(win.col - co, 0), min(win.col + win.width - co, w)

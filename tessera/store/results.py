@@ -47,7 +47,7 @@ class EmbeddingRaster:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return tuple(self.scales.shape)  # type: ignore[return-value]
+        return tuple(self.scales.shape)
 
     @property
     def dequantized(self) -> bool:

@@ -21,7 +21,7 @@ import urllib.parse
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from tessera.errors import StoreError
 
@@ -88,7 +88,7 @@ class StoreRequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
         pass
 
-    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass
 
     def _record(self, method: str, status: int, nbytes: int) -> None:
@@ -203,7 +203,7 @@ class StoreRequestHandler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
 
-    def send_body(self, f: Any, start: int, length: int) -> None:
+    def send_body(self, f: BinaryIO, start: int, length: int) -> None:
         """Copy `length` bytes of `f` from `start` to the client, CHUNK at a time."""
         f.seek(start)
         while length > 0:

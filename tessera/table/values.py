@@ -8,6 +8,7 @@ in its error; `tessera.table.prepare` only puts the arrays together.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,8 @@ def _row_ref(df_index: int, ids: np.ndarray) -> str:
 
 # --- values -----------------------------------------------------------------------------------
 
-def numeric_column(df: pd.DataFrame, column: str, nodata: tuple[float, ...], ids: np.ndarray) -> np.ndarray:
+def numeric_column(df: pd.DataFrame, column: str, nodata: Sequence[float], ids: np.ndarray
+                   ) -> np.ndarray:
     """Column as float64 with NaN for missing / nodata values."""
     s = df[column]
     if s.dtype == bool or str(s.dtype) == "boolean":

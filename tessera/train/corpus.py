@@ -52,7 +52,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -147,7 +147,7 @@ class EvalSites:
         dist, _ = cKDTree(self.lonlat).query(pts, k=1, p=np.inf)
         return dist <= radius
 
-    def in_cells(self, cells: Any) -> np.ndarray:
+    def in_cells(self, cells: Sequence[object] | np.ndarray) -> np.ndarray:
         return np.isin(np.asarray(cells, dtype=object).astype(str), sorted(self.cells))
 
 
@@ -237,8 +237,8 @@ def table_batches(df: pd.DataFrame, split: str = "cycle", **options: Any
         for name in streams:
             st = getattr(prepared, name)
             sid = prepared.sample_ids[st.sample]
-            label = np.array([label_of[(s, int(y))] for s in sid], dtype=np.int64)
-            streams[name].append((sid, label, st.doy, st.values, st.valid,
+            window = np.array([label_of[(s, int(y))] for s in sid], dtype=np.int64)
+            streams[name].append((sid, window, st.doy, st.values, st.valid,
                                   np.full(len(sid), y, np.int64)))
 
     out = []

@@ -107,7 +107,9 @@ class Pretrainer(nn.Module):
         reps = [self._encode(v) for v in views]
         if quantize:
             reps = [fake_quantize_tensor(r) for r in reps]
-        return [self.model.projector(r.float()) for r in reps], reps
+        projector = self.model.projector
+        assert projector is not None  # checked in __init__
+        return [projector(r.float()) for r in reps], reps
 
 
 def lr_lambda(total: int, warmup: float) -> Callable[[int], float]:
@@ -123,7 +125,8 @@ def lr_lambda(total: int, warmup: float) -> Callable[[int], float]:
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on weight matrices only; none on biases and normalisation parameters."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for _, p in model.named_parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
@@ -143,7 +146,7 @@ def _step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step * 7919 + 17) & 0x7FFFFFFF
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
+def _atomic_torch_save(obj: object, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
@@ -360,8 +363,9 @@ def _check_same_run(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None
 
 
 def _train_step(net: nn.Module, model: TesseraModel, batch: Batch, opt: torch.optim.Optimizer,
-                sched: Any, loss_fn: BarlowTwinsLoss, cfg: TrainConfig, step: int,
-                device: torch.device, use_amp: bool, world: int) -> dict[str, float]:
+                sched: torch.optim.lr_scheduler.LRScheduler, loss_fn: BarlowTwinsLoss,
+                cfg: TrainConfig, step: int, device: torch.device, use_amp: bool, world: int
+                ) -> dict[str, float]:
     seed = _step_seed(cfg.seed, step)
     torch.manual_seed(seed)  # dropout
     rng = np.random.default_rng(seed)

@@ -55,14 +55,14 @@ class _GatherRows(torch.autograd.Function):
     for this rank's rows (reduce-scatter), so gradients flow back to every rank's own rows."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, z: torch.Tensor) -> torch.Tensor:
         z = z.contiguous()
         out = z.new_empty((world_size() * z.shape[0], *z.shape[1:]))
         _all_gather_single(out, z)
         return out
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         grad = grad.contiguous()
         out = grad.new_empty((grad.shape[0] // world_size(), *grad.shape[1:]))
         _reduce_scatter_single(out, grad, op=dist.ReduceOp.SUM)
@@ -217,6 +217,7 @@ class BarlowTwinsLoss(nn.Module):
             if zm is None:
                 mix = bt.new_zeros(())
             else:
+                assert alpha is not None and idx is not None  # checked on entry
                 mix = _mix(n1, n2, standardise(gm), float(alpha), global_index(idx.to(z1.device)),
                            self.lambd, self.mu)
         return LossTerms(total=bt + mix, bt=bt, mix=mix)

@@ -44,7 +44,8 @@ _ARRAYS = ("s2", "s2_doy", "s2_off", "s1", "s1_doy", "s1_off", "source", "pixel"
 class ShardSource(Protocol):
     """Anything with a name and an iterator over its d-pixels in chunks."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def chunks(self) -> Iterator[DPixelBatch]: ...
 

@@ -6,7 +6,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,8 +15,11 @@ from tessera.errors import VizError
 from tessera.store.layout import FILE_KINDS
 from tessera.store.manifest import Manifest
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-def coverage_table(manifest: Manifest) -> Any:
+
+def coverage_table(manifest: Manifest) -> pd.DataFrame:
     """pandas DataFrame, one row per year: year, tiles, valid_pixels, bytes (all files)."""
     import pandas as pd
 

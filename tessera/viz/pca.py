@@ -93,9 +93,11 @@ class PcaRgb:
     def stretch_scores(self, p: np.ndarray) -> np.ndarray:
         """(N, 3) scores -> (N, 3) uint8 with the fitted stretch."""
         if self.stretch == "percentile":
+            assert self.lo is not None and self.hi is not None  # __post_init__ checked
             span = np.where(self.hi > self.lo, self.hi - self.lo, 1.0)
             v = (p - self.lo) / span
         else:
+            assert self.quantiles is not None  # __post_init__ checked
             levels = np.linspace(0.0, 1.0, self.quantiles.shape[1])
             v = np.stack([np.interp(p[:, k], self.quantiles[k], levels) for k in range(3)],
                          axis=1) if len(p) else np.zeros((0, 3))
@@ -117,7 +119,8 @@ class PcaRgb:
         out = np.zeros((h * w, 4), np.uint8)
         for i in range(0, h * w, CHUNK_PIXELS):
             chunk = np.asarray(flat[i:i + CHUNK_PIXELS], np.float32)
-            ok = np.isfinite(chunk).all(axis=1)
+            # numpy's stubs allow a scalar for any reduction over an axis; (N, D) -> (N,) is not
+            ok: np.ndarray = np.isfinite(chunk).all(axis=1)  # type: ignore[assignment]
             self._fill(out[i:i + CHUNK_PIXELS], chunk[ok], ok)
         return out.reshape(h, w, 4)
 

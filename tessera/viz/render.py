@@ -20,6 +20,7 @@ from tessera.atomic import atomic_path
 from tessera.errors import VizError
 from tessera.geo import Region, TargetGrid, parse_tile_name
 from tessera.geo.crs import LONLAT, reproject_geometry, transformer
+from tessera.geo.region import RegionLike
 from tessera.store.manifest import Manifest, TileEntry
 from tessera.store.protocol import Store
 from tessera.viz.pca import PcaRgb, pca_for
@@ -43,7 +44,9 @@ def write_png(path: str | os.PathLike, rgba: np.ndarray) -> Path:
             from PIL import Image
         except ImportError:  # matplotlib alone
             import matplotlib.image as mpimg
-            mpimg.imsave(tmp, rgba, format="png", metadata={"Software": None})
+            # None drops matplotlib's default Software key (its stubs allow str values only)
+            mpimg.imsave(tmp, rgba, format="png",
+                         metadata={"Software": None})  # type: ignore[dict-item]
         else:
             Image.fromarray(np.ascontiguousarray(rgba), "RGBA").save(tmp, format="PNG")
     return Path(path)
@@ -109,7 +112,7 @@ def _tags(pca: PcaRgb, **extra: Any) -> dict[str, Any]:
 class RenderedRegion:
     png: Path
     tif: Path | None
-    grid: Any            # the TargetGrid of the mosaic
+    grid: TargetGrid     # of the mosaic
     tiles: list[str]
     pca: PcaRgb
 
@@ -151,7 +154,7 @@ def _extend_edges(rgba: np.ndarray, outside_cell: np.ndarray) -> np.ndarray:
     return out
 
 
-def _region_grid(region: Any, store: Store, year: int, manifest: Manifest
+def _region_grid(region: RegionLike, store: Store, year: int, manifest: Manifest
                  ) -> tuple[Any, list[str] | None, str]:
     """(lon/lat geometry, tile names or None for 'whatever the bbox touches', label)."""
     from shapely import union_all
@@ -177,7 +180,7 @@ def _region_grid(region: Any, store: Store, year: int, manifest: Manifest
     return geom, names, f"{len(names)} tiles"
 
 
-def render_region(store: Store, region: Any, year: int, png_path: str | os.PathLike,
+def render_region(store: Store, region: RegionLike, year: int, png_path: str | os.PathLike,
                   tif_path: str | os.PathLike | None = None,
                   pca: PcaRgb | str | os.PathLike | None = None, max_size: int = 4096, *,
                   n_sample: int = 100_000, seed: int = 0, stretch: str = "percentile"

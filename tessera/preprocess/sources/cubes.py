@@ -194,8 +194,10 @@ def _orbit(ds: Any, s1_vars: list[str], path: Path) -> tuple[str, str]:
             if "orbit" in str(key).lower():
                 name = S1_ORBIT_NAMES.get(str(value).strip().lower())
                 m = _ORBIT.search(str(value))
-                if name or m:
-                    return name or m.group(1).lower(), "attribute"
+                if name:
+                    return name, "attribute"
+                if m:
+                    return m.group(1).lower(), "attribute"
     m = _ORBIT.search(path.name)
     if m:
         return m.group(1).lower(), "file name"
@@ -270,7 +272,8 @@ def read_cube(path: str | Path, split: str = "cycle") -> CubePixels:
         raise PreprocessError(f"{path}: no variable for the S2 band(s) {', '.join(todo)} and "
                               "they cannot be filled from their spectral neighbours")
     s2 = np.stack([s2_vals[b] for b in S2_BANDS], axis=-1)  # (T, H, W, 10)
-    s2_valid = ~np.isnan(s2).any(-1)
+    # numpy's stubs allow a scalar for any reduction over an axis; (T, H, W, 10) -> (T, H, W)
+    s2_valid: np.ndarray = ~np.isnan(s2).any(-1)  # type: ignore[assignment]
     s2 = np.where(s2_valid[..., None], np.clip(np.rint(np.nan_to_num(s2)), 0, 65535), 0)
     s2 = s2.astype(np.uint16)
 

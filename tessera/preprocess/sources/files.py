@@ -28,7 +28,7 @@ from typing import Any
 
 from tessera.bands import S1_ORBIT_NAMES, S1_POLS, S2_BANDS
 from tessera.preprocess.acquisition import (Granule, PreprocessError, RasterAsset, S1Units,
-                                            bbox_intersects)
+                                            Sensor, bbox_intersects)
 from tessera.geo import TargetGrid
 
 S2_FILE_BANDS = (*S2_BANDS, "SCL")
@@ -150,8 +150,9 @@ class FilesSource:
             out += self._granules("s1", self.s1, self.s1_band_order, S1_POLS, year, bounds)
         return out
 
-    def _granules(self, sensor: str, template: str, order: tuple[str, ...] | None,
-                  needed: tuple[str, ...], year: int, bounds: tuple[float, ...]) -> list[Granule]:
+    def _granules(self, sensor: Sensor, template: str, order: tuple[str, ...] | None,
+                  needed: tuple[str, ...], year: int, bounds: tuple[float, float, float, float]
+                  ) -> list[Granule]:
         files = sorted(_glob.glob(template_glob(template)))
         if not files:
             raise PreprocessError(f"no files match the {sensor.upper()} template {template!r}")
@@ -165,8 +166,12 @@ class FilesSource:
             date = parse_date(fields["date"], f)
             if date.year != year:
                 continue
-            orbit = _orbit(fields["orbit"], f) if "orbit" in fields else (
-                _orbit(self.s1_orbit, "--s1-orbit") if sensor == "s1" else None)
+            orbit: str | None = None
+            if "orbit" in fields:
+                orbit = _orbit(fields["orbit"], f)
+            elif sensor == "s1":
+                assert self.s1_orbit is not None  # __post_init__: no {orbit} field needs it
+                orbit = _orbit(self.s1_orbit, "--s1-orbit")
             key = (date, orbit, fields.get("granule") or "")
             bands = groups.setdefault(key, {})
             if "band" in fields:

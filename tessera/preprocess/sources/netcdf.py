@@ -271,8 +271,8 @@ def _read_cube(path: str, needed: tuple[str, ...], folder: Path) -> _Cube:
     top = (y0 + dy * (ds.sizes[ydim] - 1) if flip else y0) + abs(dy) / 2
     transform = from_origin(x0 - dx / 2, top, dx, abs(dy))
     w, h = int(ds.sizes[xdim]), int(ds.sizes[ydim])
-    b = (transform.c, transform.f - abs(dy) * h, transform.c + dx * w, transform.f)
-    bbox = tuple(transform_bounds(crs, "EPSG:4326", *b, densify_pts=21))
+    edges = (transform.c, transform.f - abs(dy) * h, transform.c + dx * w, transform.f)
+    bbox = tuple(transform_bounds(crs, "EPSG:4326", *edges, densify_pts=21))
     loc = str(ds.attrs.get("location_id") or folder.name)
     return _Cube(path, loc, crs, transform, w, h, flip, tdim,
                  times.astype("datetime64[s]"), bbox)
@@ -321,6 +321,7 @@ class NetcdfSource:
         ten = {f.name.upper().replace("_10M", "_20M", 1): f for f in files["s2_10m"]}
         twenty = {f.name.upper(): f for f in files["s2_20m"]}
         s2: list[tuple[_Cube, _Cube]] = []
+        f20: Path | None  # each 20 m cube here; its match (if any) in the loop below
         for key, f20 in twenty.items():
             f10 = ten.get(key)
             if f10 is None:

@@ -249,7 +249,8 @@ def _item_bbox(item: Any) -> tuple[float, float, float, float] | None:
         return (float(w), float(s), float(e), float(n))
     if item.geometry:
         from shapely.geometry import shape
-        return tuple(float(v) for v in shape(item.geometry).bounds)
+        w, s, e, n = shape(item.geometry).bounds
+        return (float(w), float(s), float(e), float(n))
     return None
 
 

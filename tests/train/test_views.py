@@ -6,26 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures import make_tile_arrays
-from tessera.dpixel import DPixelBatch
+from fixtures import shared_dates_batch
 from tessera.train.views import Ragged, draw_view, draw_views, ragged_from_batch
 
 
-def _batch(seed: int = 0, h: int = 6, w: int = 5, cloud: float = 0.3) -> DPixelBatch:
-    a = make_tile_arrays(h=h, w=w, seed=seed, cloud=cloud)
-
-    def pm(x):
-        return np.moveaxis(x, 0, 2).reshape(h * w, x.shape[0], *x.shape[3:])
-
-    b = DPixelBatch.from_shared_dates(
-        s2=pm(a["bands"]), s2_valid=pm(a["masks"]).astype(bool), s2_doy=a["doys"],
-        s1_asc=pm(a["sar_ascending"]), s1_asc_doy=a["sar_ascending_doy"],
-        s1_desc=pm(a["sar_descending"]), s1_desc_doy=a["sar_descending_doy"])
-    return b
-
-
 def test_ragged_holds_exactly_the_valid_observations():
-    b = _batch()
+    b = shared_dates_batch()
     # make some S1 observations invalid (VV = VH = 0) and one pixel nearly empty
     b.s1_asc[3, :5] = 0
     b.s2_valid[7, :] = False
@@ -46,7 +32,7 @@ def test_ragged_holds_exactly_the_valid_observations():
 
 
 def test_filter_is_configurable():
-    b = _batch(cloud=0.6)
+    b = shared_dates_batch(cloud=0.6)
     strict, _ = ragged_from_batch(b, min_s2=10, min_s1=10)
     loose, keep = ragged_from_batch(b, min_s2=1, min_s1=1)
     assert len(loose) == len(b) > len(strict)
@@ -54,7 +40,7 @@ def test_filter_is_configurable():
 
 
 def test_take_and_concat_round_trip():
-    r, _ = ragged_from_batch(_batch(), 1, 1)
+    r, _ = ragged_from_batch(shared_dates_batch(), 1, 1)
     idx = np.array([4, 0, 4, 2])
     t = r.take(idx)
     for k, i in enumerate(idx):
@@ -66,7 +52,7 @@ def test_take_and_concat_round_trip():
 
 
 def test_views_draw_with_replacement_from_valid_dates_only():
-    b = _batch()
+    b = shared_dates_batch()
     r, keep = ragged_from_batch(b, 10, 10)
     v = draw_view(r, np.random.default_rng(0), steps=40)
     assert v.s2.shape == (len(r), 40, 10) and v.s1.shape == (len(r), 40, 2)
@@ -82,7 +68,7 @@ def test_views_draw_with_replacement_from_valid_dates_only():
 
 
 def test_views_are_seeded_and_independent():
-    r, _ = ragged_from_batch(_batch(), 10, 10)
+    r, _ = ragged_from_batch(shared_dates_batch(), 10, 10)
     a1, a2 = draw_views(r, np.random.default_rng(5))
     b1, b2 = draw_views(r, np.random.default_rng(5))
     assert torch.equal(a1.s2, b1.s2) and torch.equal(a2.s1_doy, b2.s1_doy)
@@ -90,14 +76,14 @@ def test_views_are_seeded_and_independent():
 
 
 def test_draw_refuses_pixel_without_observations():
-    r, _ = ragged_from_batch(_batch(), 0, 0)
+    r, _ = ragged_from_batch(shared_dates_batch(), 0, 0)
     r.s1_off = np.concatenate([[0, 0], r.s1_off[1:]])[: len(r.s1_off)]  # pixel 0: no S1
     with pytest.raises(ValueError, match="no valid S1"):
         draw_view(r, np.random.default_rng(0))
 
 
 def test_mix_combines_inputs():
-    r, _ = ragged_from_batch(_batch(), 10, 10)
+    r, _ = ragged_from_batch(shared_dates_batch(), 10, 10)
     v1, v2 = draw_views(r, np.random.default_rng(1))
     idx = torch.randperm(len(r))
     m = v1.mix(v2, 0.25, idx)

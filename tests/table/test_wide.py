@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import shared_path
+from fixtures import shared_path
 from tessera.bands import S2_BANDS, s1_amplitude_dn_to_db, s1_db_to_int16
 from tessera.table import prepare_table
 from tessera.table.wide import (WORLDCEREAL_OPTIONS, WideTableError, first_month, long_column,

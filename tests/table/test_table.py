@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import shared_path
+from fixtures import shared_path
 from tessera.bands import S2_BANDS, s1_db_to_int16, s1_linear_to_int16
 from tessera.infer import FLAG_NO_S1, FLAG_NO_S2
 from tessera.table import (FILL_RULES, TableError, TableOptions, TableWarning, embed_table,

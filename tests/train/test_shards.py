@@ -112,7 +112,7 @@ def test_resume_position_and_epochs(shard_dir):
 
 
 def test_batch_sources(tmp_path):
-    from test_train_views import _batch
+    from fixtures import shared_dates_batch as _batch
     out = write_shards([BatchSource("a", _batch(0)), BatchSource("b", _batch(1))], tmp_path / "s",
                        shard_size=1000, seed=0)
     assert len(out["shards"]) == 1 and out["samples"] == sum(s["kept"] for s in out["sources"])

@@ -195,3 +195,31 @@ def test_interrupted_download_resumes(store, tmp_path, monkeypatch):
               tmp_path / "m", "--no-progress")
     assert res.exit_code == 0, res.output
     assert len(LocalStore(tmp_path / "m").manifest()) == 4 and LocalStore(tmp_path / "m").check().ok
+
+
+def test_export_in_a_geographic_crs_and_polygon_regions(store, tmp_path):
+    res = run("export", "--store", store, "--bbox", BBOX, "--year", "2022", "--crs",
+              "EPSG:4326", "-o", tmp_path / "ll.tif")
+    assert res.exit_code == 2 and "resolution" in res.output
+    res = run("export", "--store", store, "--bbox", BBOX, "--year", "2022", "--crs",
+              "EPSG:4326", "--resolution", "0.005", "-o", tmp_path / "ll.tif")
+    assert res.exit_code == 0, res.output
+    with rasterio.open(tmp_path / "ll.tif") as src:
+        assert src.crs.to_epsg() == 4326 and abs(src.transform.a - 0.005) < 1e-12
+        assert src.descriptions[0] == "A000"
+    poly = {"type": "Polygon", "coordinates": [[[5.92, 44.92], [6.08, 44.92], [6.08, 45.08],
+                                                [5.92, 45.08], [5.92, 44.92]]]}
+    (tmp_path / "r.geojson").write_text(json.dumps(poly))
+    res = run("visualize", "--store", store, "--region", tmp_path / "r.geojson", "--year",
+              "2022", "-o", tmp_path / "v.png")
+    assert res.exit_code == 0, res.output
+    assert "4 tiles" in res.output and (tmp_path / "v.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sample_names_the_bad_row(store, tmp_path):
+    (tmp_path / "bad.csv").write_text("lon,lat\n6.0,45.0\nabc,45.0\n")
+    res = run("sample", tmp_path / "bad.csv", "--store", store, "--year", "2022", "-o",
+              tmp_path / "s.parquet")
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2 and "bad.csv: column 'lon', row 2: 'abc' is not a number" in out
+    assert not (tmp_path / "s.parquet").exists()

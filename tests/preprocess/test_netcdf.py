@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import shared_path
+from fixtures import shared_path
 from typer.testing import CliRunner
 
 from tessera.bands import S2_BANDS, s1_db_to_int16, scl_valid

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import shared_path
+from fixtures import shared_path
 from tessera.downstream.evaluate import METHODS, evaluate_table
 from tessera.downstream.features import embed_samples, raw_features
 from tessera.downstream.report import summarise, summary_dict, summary_markdown

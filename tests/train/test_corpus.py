@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from conftest import shared_path
+from fixtures import shared_path
 from tessera.bands import S2_BANDS, s1_db_to_int16
 from tessera.preprocess.sources.cubes import annual_windows, open_cube, read_cube
 from tessera.train.corpus import (EVAL_RADIUS_DEG, EVAL_TABLES, CorpusFiles, corpus_summary,
