@@ -9,22 +9,34 @@ removed. A live writer's temporaries are never touched, so concurrent writers st
 
 Files and folders get ordinary permissions (what the umask allows, as `open` / `mkdir` give),
 not the 0600 / 0700 of `mkstemp` / `mkdtemp`.
+
+A write that fails because of where it goes (no space left, a quota, a read-only file system)
+becomes a `WriteError` naming the output and the cause, whatever library was writing (numpy,
+GDAL's "Write failed", pyarrow, PIL): the writers all go through this module.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from tessera.errors import TesseraError, WriteError, error_text, human_bytes
 
 #: Another host's temporaries are taken as abandoned after this many seconds.
 STALE_AFTER_S = 24 * 3600
+#: A write that fails where less than this is free is taken to have failed for lack of space
+#: (GDAL and numpy do not always say so).
+LOW_SPACE = 1 << 20
+_CAUSES = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+           errno.EROFS: "read-only file system", errno.EFBIG: "file too large here"}
 _TMP = re.compile(r"^\.(?P<name>.+)\.pid(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]*)\.[A-Za-z0-9_]+\.tmp$")
 
 
@@ -111,6 +123,28 @@ def clean_stale(final: str | os.PathLike) -> list[Path]:
     return gone
 
 
+def make_parents(final: str | os.PathLike) -> list[Path]:
+    """Create the folders above `final`; returns those this call created, deepest first."""
+    missing = [p for p in Path(final).parents if not p.exists()]
+    Path(final).parent.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove folders (deepest first) that are empty: what a failed write created for nothing."""
+    for p in folders:
+        with contextlib.suppress(OSError):
+            p.rmdir()
+
+
+def prune_empty(root: str | os.PathLike) -> None:
+    """Remove the empty folders below `root`, and `root` itself if that leaves it empty (what
+    parallel writers that all failed created for nothing)."""
+    for dirpath, _, _ in sorted(os.walk(str(root)), key=lambda w: -len(Path(w[0]).parts)):
+        with contextlib.suppress(OSError):
+            os.rmdir(dirpath)
+
+
 def tmp_sibling(final: str | os.PathLike) -> Path:
     """A new empty temporary file beside `final` (its folder created), with the permissions of
     an ordinary file. Abandoned temporaries of `final` are removed first."""
@@ -134,18 +168,96 @@ def tmp_dir(final: str | os.PathLike) -> Path:
     return tmp
 
 
+def _free(where: Path) -> int | None:
+    for p in (where, *where.parents):
+        if p.exists():
+            try:
+                return shutil.disk_usage(p).free
+            except OSError:
+                return None
+    return None
+
+
+def write_error(final: str | os.PathLike, exc: BaseException, needed: int | None = None
+                ) -> WriteError | None:
+    """A WriteError naming `final` when `exc` says its location cannot take it (no space, a
+    quota, read-only), else None (the error is about something else: leave it as it is)."""
+    if isinstance(exc, TesseraError) or not isinstance(exc, OSError):
+        return None
+    final = Path(final)
+    text = error_text(exc)
+    low = text.lower()
+    if exc.errno in _CAUSES:
+        code = exc.errno
+    elif "no space left" in low:
+        code = errno.ENOSPC
+    elif "read-only file system" in low:
+        code = errno.EROFS
+    else:
+        free = _free(final.parent)
+        if exc.errno is None and free is not None and free < LOW_SPACE:
+            code = errno.ENOSPC  # a library's bare "Write failed" where the disk is full
+        else:
+            return None
+    free = _free(final.parent)
+    room = "" if free is None else f"; {human_bytes(free)} free on {final.parent}"
+    need = f", about {human_bytes(needed)} needed" if needed else ""
+    said = f" ({text})"  # what the writing library said
+    return WriteError(code, f"{final}: cannot write it: {_CAUSES[code]}{said}{room}{need}; "
+                            "nothing was written under that name")
+
+
 @contextlib.contextmanager
-def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(final: str | os.PathLike, needed: int | None = None) -> Iterator[Path]:
     """Yield a temporary sibling of `final` to write; it replaces `final` on success and is
-    removed on any failure. The mode is set again after writing, for writers that recreate the
-    file (safetensors does, as 0600)."""
-    tmp = tmp_sibling(final)
+    removed on any failure (a full or read-only location: a WriteError naming `final`, with
+    `needed` bytes in the message when given). The mode is set again after writing, for writers
+    that recreate the file (safetensors does, as 0600)."""
+    made: list[Path] = []
+    try:
+        made = make_parents(final)
+        tmp = tmp_sibling(final)
+    except OSError as exc:
+        remove_empty(made)
+        raise (write_error(final, exc, needed) or exc) from exc
     try:
         yield tmp
         os.chmod(tmp, file_mode())
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        remove_empty(made)
+        err = write_error(final, exc, needed)
+        if err is not None:
+            raise err from exc
+        raise
+
+
+@contextlib.contextmanager
+def atomic_paths(finals: Sequence[str | os.PathLike], needed: int | None = None
+                 ) -> Iterator[list[Path]]:
+    """`atomic_path` for several files that belong together: all are written under temporary
+    names, then renamed in the given order (put last the one whose presence says the set is
+    complete); on any failure none is renamed and the temporaries go."""
+    paths = [Path(f) for f in finals]
+    tmps: list[Path] = []
+    made: list[Path] = []
+    try:
+        for p in paths:
+            made += make_parents(p)
+            tmps.append(tmp_sibling(p))
+        yield tmps
+        for t, p in zip(tmps, paths):
+            os.chmod(t, file_mode())
+            os.replace(t, p)
+    except BaseException as exc:
+        for t in tmps:
+            t.unlink(missing_ok=True)
+        remove_empty(sorted(set(made), key=lambda p: len(p.parts), reverse=True))
+        err = write_error(paths[0].parent / f"{paths[0].name} (and {len(paths) - 1} more)"
+                          if len(paths) > 1 else paths[0], exc, needed)
+        if err is not None:
+            raise err from exc
         raise
 
 
@@ -166,12 +278,22 @@ def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
 def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder to fill; it replaces the folder `final` on success and is
     removed on any failure."""
-    tmp = tmp_dir(final)
+    made: list[Path] = []
+    try:
+        made = make_parents(final)
+        tmp = tmp_dir(final)
+    except OSError as exc:
+        remove_empty(made)
+        raise (write_error(final, exc) or exc) from exc
     try:
         yield tmp
         replace_dir(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_empty(made)
+        err = write_error(final, exc)
+        if err is not None:
+            raise err from exc
         raise
 
 
@@ -182,6 +304,8 @@ def write_text(final: str | os.PathLike, text: str) -> Path:
     return Path(final)
 
 
-__all__ = ["STALE_AFTER_S", "atomic_dir", "atomic_path", "clean_stale", "dir_mode", "file_mode",
-           "is_temporary", "remove", "replace_dir", "stale_temporaries", "tmp_dir", "tmp_sibling",
-           "write_text"]
+__all__ = ["LOW_SPACE", "STALE_AFTER_S", "atomic_dir", "atomic_path", "atomic_paths", "clean_stale",
+           "dir_mode", "file_mode", "is_temporary", "make_parents", "prune_empty", "remove",
+           "remove_empty",
+           "replace_dir", "stale_temporaries",
+           "tmp_dir", "tmp_sibling", "write_error", "write_text"]

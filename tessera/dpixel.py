@@ -131,7 +131,7 @@ TILE_FILES: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of a .npy file, read from its header only; a truncated file is an error."""
     try:
         with open(path, "rb") as f:
@@ -144,10 +144,16 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
         raise
     except Exception as exc:  # corrupt or not a .npy
         raise TileFormatError(f"{path}: not a readable .npy file ({exc})") from None
+    if dtype.hasobject:
+        raise TileFormatError(f"{path}: holds Python objects (dtype {dtype}); expected an array "
+                              "of numbers")
     if fortran:
         raise TileFormatError(f"{path}: Fortran-ordered array; expected C order")
-    if path.stat().st_size - header_len < int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
-        raise TileFormatError(f"{path}: file is truncated (header says {shape} {dtype})")
+    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    have = path.stat().st_size - header_len
+    if have < need:
+        raise TileFormatError(f"{path}: file is truncated ({have} of the {need} data bytes its "
+                              f"header announces for {shape} {dtype})")
     return tuple(shape), dtype
 
 
@@ -194,7 +200,7 @@ class Tile:
                 "and roi.tiff (an orbit without dates is stored as zero-length arrays)")
         headers = {}
         for name, (dtypes, desc) in TILE_FILES.items():
-            shape, dtype = _npy_header(path / name)
+            shape, dtype = npy_header(path / name)
             if dtype.name not in dtypes:
                 raise TileFormatError(f"{path / name}: dtype {dtype}, expected {' or '.join(dtypes)}")
             want_ndim = desc.count(",") + (0 if desc.endswith(",)") else 1)
@@ -229,6 +235,12 @@ class Tile:
                 bad = d[(d < 1) | (d > 366)][0]
                 raise TileFormatError(f"{path / (name + '.npy')}: day of year {int(bad)}; "
                                       "expected values in 1-366")
+            down = np.flatnonzero(np.diff(d.astype(np.int64)) < 0)
+            if down.size:
+                k = int(down[0])
+                raise TileFormatError(f"{path / (name + '.npy')}: day of year {int(d[k + 1])} at "
+                                      f"step {k + 1} follows {int(d[k])}; expected increasing "
+                                      "days (dates in time order)")
             arrays[name] = d.astype(np.int16)
 
         roi, crs, transform = read_roi(path / "roi.tiff")

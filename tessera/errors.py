@@ -109,6 +109,28 @@ class VizError(InputError):
     """A visualisation request that cannot be served (no tiles, absent year, bad PCA file)."""
 
 
+def error_text(exc: BaseException) -> str:
+    """One line: the message of an exception and of those it was raised from (GDAL's reason
+    sits under rasterio's "Read failed. See previous exception for details.")."""
+    parts: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(parts) < 4:
+        text = " ".join(str(seen).split())
+        if text and "See previous exception" not in text and text not in parts:
+            parts.append(text)
+        seen = seen.__cause__ or seen.__context__
+    return "; ".join(parts) or type(exc).__name__
+
+
+def human_bytes(n: float) -> str:
+    """1234567 -> '1.2 MB' (decimal units)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} TB"
+
+
 def require(module: str, extra: str, feature: str) -> None:
     """Import `module` or raise DependencyError saying to `pip install 'tessera-eo[extra]'`.
 
@@ -127,4 +149,4 @@ __all__ = ["CheckpointError", "ClientError",
            "ConflictError", "DependencyError", "ExistsError", "GridError", "InputError",
            "ManifestError", "NotFoundError", "PreprocessError", "RegionError", "ShardError",
            "StoreError", "TableError", "TesseraError", "TileFormatError", "TrainError",
-           "VizError", "WideTableError", "WriteError", "require"]
+           "VizError", "WideTableError", "WriteError", "error_text", "human_bytes", "require"]

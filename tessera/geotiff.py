@@ -18,9 +18,7 @@ layout.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import os
-import shutil
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
@@ -29,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from tessera.atomic import atomic_path
-from tessera.errors import InputError, WriteError
+from tessera.errors import InputError, human_bytes
 
 DTYPES = ("float32", "int8")
 INT8_NODATA = -128   # never produced by the symmetric quantisation (|q| <= 127)
@@ -47,15 +45,6 @@ def scales_path(path: str | os.PathLike) -> Path:
     """The sibling file that holds the scales of an int8 GeoTIFF: `<stem>_scales.tif`."""
     p = Path(path)
     return p.with_name(f"{p.stem}_scales.tif")
-
-
-def human_bytes(n: float) -> str:
-    """1234567 -> '1.2 MB' (decimal units)."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000.0
-    return f"{n:.1f} TB"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,17 +101,13 @@ def write_embeddings(path: str | os.PathLike, *, crs: Any, transform: Any, width
                    tiled=True, blockxsize=block, blockysize=block, compress=compress,
                    BIGTIFF="IF_SAFER", interleave="pixel")
     tags = dict(tags or {})
-    try:
-        with ExitStack() as stack:
-            # entered main first, so the scales file (exited first) is renamed before it
-            tmp = stack.enter_context(atomic_path(path))
-            tmp_s = stack.enter_context(atomic_path(side)) if side is not None else None
-            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-                _write(tmp, tmp_s, profile, dim, dtype, tags, read, windows(height, width, size))
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise _disk_full(exc, path, estimate) from exc
-        raise
+    with ExitStack() as stack:
+        # entered main first, so the scales file (exited first) is renamed before it; a full or
+        # read-only disk becomes a WriteError naming the file (tessera.atomic)
+        tmp = stack.enter_context(atomic_path(path, needed=estimate))
+        tmp_s = stack.enter_context(atomic_path(side)) if side is not None else None
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+            _write(tmp, tmp_s, profile, dim, dtype, tags, read, windows(height, width, size))
     return [path] if side is None else [path, side]
 
 
@@ -163,16 +148,6 @@ def _write(tmp: Path, tmp_s: Path | None, profile: dict[str, Any], dim: int, dty
         main.close()
         if side is not None:
             side.close()
-
-
-def _disk_full(exc: OSError, path: Path, estimate: int) -> WriteError:
-    try:
-        free = human_bytes(shutil.disk_usage(path.parent).free)
-    except OSError:
-        free = "unknown"
-    return WriteError(exc.errno, f"{path}: no space left on device while writing (about "
-                      f"{human_bytes(estimate)} uncompressed needed, {free} free on "
-                      f"{path.parent}); the partial file was removed, no {path.name} was written")
 
 
 __all__ = ["BLOCK", "DTYPES", "INT8_NODATA", "Window", "WindowReader", "band_names",

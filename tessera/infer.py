@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 from pathlib import Path
@@ -21,9 +22,9 @@ import torch
 
 from tessera import __version__
 from tessera import geotiff as tessera_geotiff
-from tessera.atomic import tmp_sibling
+from tessera.atomic import atomic_paths
 from tessera.dpixel import DPixelBatch, Tile, release_pages
-from tessera.errors import InputError
+from tessera.errors import InputError, TileFormatError
 from tessera.model import TesseraModel, get_preset, load_checkpoint
 from tessera.progress import Progress, Task, task
 from tessera.quantize import quantize
@@ -101,6 +102,18 @@ def _preset_of(path: Path) -> str | None:
     return read_meta(path).get("preset")
 
 
+#: Forward passes run on at least this many pixels (a smaller group repeats its last pixel): the
+#: CPU kernels for fewer rows (below 11-16 rows, by preset) round differently, and a pixel's
+#: embedding must not depend on how many pixels it happened to be batched with.
+MIN_ROWS = 16
+#: Sequences are padded to whole blocks of this many steps (see `tessera.sampling.buckets`).
+BLOCK_STEPS = 16
+
+
+def _at_least(rows: np.ndarray, n: int) -> np.ndarray:
+    return rows if len(rows) >= n else np.concatenate([rows, np.repeat(rows[-1:], n - len(rows))])
+
+
 @dataclasses.dataclass
 class EmbedResult:
     embeddings: np.ndarray  # (N, latent) float32
@@ -153,16 +166,21 @@ class Embedder:
                 (np.arange(i, min(n, i + self.batch_size)), idx.shape[1])
                 for i in range(0, n, self.batch_size))
         else:
-            groups = buckets(lengths, self.batch_size * V1_STEPS, max_length=idx.shape[1])
+            width = -(-idx.shape[1] // BLOCK_STEPS) * BLOCK_STEPS  # room to pad to whole blocks
+            idx = np.pad(idx, ((0, 0), (0, width - idx.shape[1])), mode="edge")  # masked steps
+            groups = buckets(lengths, self.batch_size * V1_STEPS, granularity=BLOCK_STEPS,
+                             max_length=width)
         for rows, length in groups:
-            seq = gather(c, idx[rows, :length], None if lengths is None else lengths[rows], rows)
+            padded = _at_least(rows, MIN_ROWS)
+            seq = gather(c, idx[padded, :length], None if lengths is None else lengths[padded],
+                         padded)
             values = torch.from_numpy(np.ascontiguousarray(seq.values, dtype=np.float32))
             doy = torch.from_numpy(np.ascontiguousarray(seq.doy, dtype=np.float32))
             mask = None if seq.mask is None else torch.from_numpy(seq.mask)
             with self._autocast():
                 h = encode(values.to(self.device), doy.to(self.device),
                            None if mask is None else mask.to(self.device))
-            out[torch.from_numpy(rows).to(self.device)] = h.float()
+            out[torch.from_numpy(rows).to(self.device)] = h[:len(rows)].float()
             if progress is not None:
                 progress.advance(len(rows) / 2)  # each pixel goes through two encoders
         return out
@@ -182,8 +200,9 @@ class Embedder:
         with torch.inference_mode():
             h2 = self._encode(self.model.encode_s2, c2, 2, pixel_ids, progress)
             h1 = self._encode(self.model.encode_s1, c1, 1, pixel_ids, progress)
+            k = _at_least(np.arange(n), MIN_ROWS)
             with self._autocast():
-                emb = self.model.fuse(h2, h1).float().cpu().numpy()
+                emb = self.model.fuse(h2[k], h1[k])[:n].float().cpu().numpy()
         return EmbedResult(emb, flags.astype(np.uint8))
 
 
@@ -211,6 +230,15 @@ class Chunk:
     flags: np.ndarray
 
 
+def check_embeddable(tile: Tile) -> None:
+    """Refuse a tile the model cannot embed, before any output is made: one without S2 dates
+    (every pixel would be no data)."""
+    if tile.bands.shape[0] == 0:
+        raise TileFormatError(f"{tile.path / 'bands.npy'}: no S2 dates; the model needs "
+                              "Sentinel-2 observations (no S2 acquisition covered this tile in "
+                              "its year?)")
+
+
 def embed_chunks(embedder: Embedder, tile: Tile, *, keep_partial: bool = False,
                  chunk_pixels: int = 16384, progress: Progress | None = None,
                  description: str | None = None) -> Iterator[Chunk]:
@@ -222,6 +250,7 @@ def embed_chunks(embedder: Embedder, tile: Tile, *, keep_partial: bool = False,
     h, w = tile.shape
     latent = embedder.model.config.latent_dim
     rows_per_chunk = max(1, chunk_pixels // max(w, 1))
+    check_embeddable(tile)
     roi = tile.roi.reshape(-1) > 0
     bar = task(progress, description or f"embedding {tile.path.name}", total=int(roi.sum()),
                unit="px")
@@ -275,18 +304,33 @@ def embed_tile(embedder: Embedder, tile_dir: Tile | str | os.PathLike, out_dir: 
     if geotiff is not None and geotiff not in tessera_geotiff.DTYPES:
         raise InputError(f"geotiff dtype {geotiff!r}: expected 'float32' or 'int8'")
     tile = tile_dir if isinstance(tile_dir, Tile) else Tile.open(tile_dir)
+    check_embeddable(tile)
     out_dir = Path(out_dir)
+    made = [p for p in (out_dir, *out_dir.parents) if not p.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _embed_tile(embedder, tile, out_dir, name, geotiff, year, keep_partial,
+                           chunk_pixels, progress, meta)
+    except BaseException:
+        for p in made:  # folders this call created and left empty go too
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise
+
+
+def _embed_tile(embedder: Embedder, tile: Tile, out_dir: Path, name: str | None,
+                geotiff: str | None, year: int | None, keep_partial: bool, chunk_pixels: int,
+                progress: Progress | None, meta: dict[str, Any] | None) -> TileOutputs:
     name = name or tile.path.resolve().name
     h, w = tile.shape
     latent = embedder.model.config.latent_dim
     finals = {k: out_dir / f"{name}{suffix}" for k, suffix in
               (("emb", ".npy"), ("scales", "_scales.npy"), ("flags", "_flags.npy"))}
-    tmps = {k: tmp_sibling(p) for k, p in finals.items()}
-    try:
-        q_out = np.lib.format.open_memmap(tmps["emb"], mode="w+", dtype=np.int8, shape=(h, w, latent))
-        s_out = np.lib.format.open_memmap(tmps["scales"], mode="w+", dtype=np.float32, shape=(h, w))
-        f_out = np.lib.format.open_memmap(tmps["flags"], mode="w+", dtype=np.uint8, shape=(h, w))
+    # renamed in this order: a pair of embeddings and scales is complete once both exist
+    with atomic_paths(list(finals.values()), needed=h * w * (latent + 5)) as tmps:
+        q_out = _output_array(tmps[0], np.int8, (h, w, latent))
+        s_out = _output_array(tmps[1], np.float32, (h, w))
+        f_out = _output_array(tmps[2], np.uint8, (h, w))
         n_flagged = 0
         for c in embed_chunks(embedder, tile, keep_partial=keep_partial, chunk_pixels=chunk_pixels,
                               progress=progress, description=f"embedding {name}"):
@@ -303,12 +347,22 @@ def embed_tile(embedder: Embedder, tile_dir: Tile | str | os.PathLike, out_dir: 
             geotiffs = write_geotiff(q_out, s_out, out_dir / f"{name}.tif", tile.crs,
                                      tile.transform, dtype=geotiff, tags=tags)
         del q_out, s_out, f_out
-        for k in ("emb", "scales", "flags"):  # scales last-but-one: a pair is complete once both exist
-            os.replace(tmps[k], finals[k])
-    finally:
-        for tmp in tmps.values():
-            tmp.unlink(missing_ok=True)
     return TileOutputs(finals["emb"], finals["scales"], finals["flags"], geotiffs, h * w, n_flagged)
+
+
+def _output_array(path: Path, dtype: Any, shape: tuple[int, ...]) -> np.memmap[Any, Any]:
+    """A memory-mapped .npy output whose disk blocks are reserved first: a full disk is an
+    error now (ENOSPC), not a crash (SIGBUS) when a mapped page is written later."""
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without it
+            raise
+    finally:
+        os.close(fd)
+    return arr
 
 
 def _provenance(embedder: Embedder, meta: dict[str, Any] | None) -> dict[str, str]:

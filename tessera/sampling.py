@@ -148,7 +148,7 @@ def gather(c: Candidates, idx: np.ndarray, lengths: np.ndarray | None,
     values = np.take_along_axis(values, idx[:, :, None], axis=1)
     doy = np.take_along_axis(doy, idx, axis=1)
     mask = None
-    if lengths is not None and (lengths < idx.shape[1]).any():
+    if lengths is not None:  # always a mask, padded or not: one attention path for every batch
         mask = np.arange(idx.shape[1])[None, :] < lengths[:, None]
     return Sequences(values=values, doy=doy, mask=mask)
 
@@ -163,7 +163,7 @@ def select(c: Candidates, scheme: Scheme, seed: int, stream: int, pixel_ids: np.
     raise InputError(f"unknown sampling scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
 
 
-def buckets(lengths: np.ndarray, tokens_per_batch: int, granularity: int = 8,
+def buckets(lengths: np.ndarray, tokens_per_batch: int, granularity: int = 16,
             max_length: int | None = None) -> Iterator[tuple[np.ndarray, int]]:
     """Group pixel indices into batches of similar length.
 
@@ -171,7 +171,10 @@ def buckets(lengths: np.ndarray, tokens_per_batch: int, granularity: int = 8,
     multiple of `granularity` (capped at `max_length`) and holds at most `tokens_per_batch`
     padded tokens (at least one pixel). Rounding keeps the number of distinct batch shapes small,
     which bounds the kernels' per-shape caches (oneDNN keeps one primitive per shape) at the cost
-    of a few padded steps. Yields (pixel indices, padded length).
+    of a few padded steps. Why 16: the CPU attention kernels work on blocks of 16 keys, and a
+    pixel's result is the same bits however far its sequence is padded once its last block is
+    whole, so a pixel's embedding does not depend on which pixels it was batched with (the batch
+    size, the chunking). Yields (pixel indices, padded length).
     """
     def padded(length: int) -> int:
         length = -(-max(length, 1) // granularity) * granularity

@@ -76,11 +76,19 @@ def build(root: Path) -> World:
 
 
 def snapshot(folder: Path) -> dict[str, int]:
-    """Every file and folder below `folder` (relative path -> size, -1 for folders)."""
+    """Every file, folder and link below `folder` (relative path -> size; -1 for folders, -2
+    for links, which are not followed)."""
+    import os
+    import stat
+
     out = {}
-    for p in sorted(folder.rglob("*")):
-        out[str(p.relative_to(folder))] = -1 if p.is_dir() else p.stat().st_size
-    return out
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = os.lstat(p)
+            size = -2 if stat.S_ISLNK(st.st_mode) else -1 if stat.S_ISDIR(st.st_mode) else st.st_size
+            out[str(p.relative_to(folder))] = size
+    return dict(sorted(out.items()))
 
 
 def truncate(path: Path, keep: float = 0.5) -> None:

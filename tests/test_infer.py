@@ -209,3 +209,27 @@ def test_threads_honour_omp_num_threads_and_the_affinity(monkeypatch):
         assert use_threads(2) == 2 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("sampling", ["all", "v1"])
+def test_outputs_are_byte_identical_across_batch_sizes_and_chunkings(tmp_path, sampling):
+    """Not just int8 codes: the float32 scales too, bit for bit, whatever the batch size, the
+    chunking or the number of threads."""
+    import torch
+
+    tile = write_tile(tmp_path / "t", **make_tile_arrays(h=10, w=9, t2=70, ta=30, td=25,
+                                                          cloud=0.5, seed=7))
+    model, _ = resolve_model(preset="small", use_shipped=False)
+    threads = torch.get_num_threads()
+    ref = None
+    try:
+        for i, (n_threads, batch, chunk) in enumerate([(1, 64, 16384), (2, 11, 50),
+                                                       (1, 5, 37), (2, 300, 20)]):
+            torch.set_num_threads(n_threads)
+            out = embed_tile(Embedder(model, device="cpu", batch_size=batch, sampling=sampling),
+                             tile, tmp_path / f"o{i}", "x", chunk_pixels=chunk, progress=None)
+            got = (out.embeddings.read_bytes(), out.scales.read_bytes())
+            ref = ref or got
+            assert got == ref, (n_threads, batch, chunk)
+    finally:
+        torch.set_num_threads(threads)

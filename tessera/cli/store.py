@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from tessera.store.client import Client
 
 FORMATS = {"npy": None, "tiff": "tiles", "zarr": "zarr"}
+#: An export above this many bytes (uncompressed) needs --yes: a mistyped bbox should not start
+#: writing 100 GB of mostly empty GeoTIFF.
+CONFIRM_ABOVE = 4_000_000_000
 
 
 def _client(store: str, cache: Optional[Path]) -> Client:
@@ -110,6 +113,7 @@ def download(
         fail(f"--format {fmt!r}: expected npy, tiff or zarr")
     where = region_of(bbox, region, tile)
     client = _client(store, cache)
+    client.check_year(year)
     export_format = FORMATS[fmt]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MissingTilesWarning)  # the plan reports them
@@ -159,9 +163,13 @@ def _points_table(path: Path) -> pd.DataFrame:
         props = [f.get("properties") or {} for f in doc.get("features", [doc])]
         df = pd.DataFrame(props)
         df["lon"], df["lat"] = lon, lat
+        check_coordinates(path, lon, lat)
         return df
     parquet = name.endswith((".parquet", ".pq"))
     try:
+        if not parquet:
+            from tessera.table.read import check_rows
+            check_rows(path, ",")
         df = pd.read_parquet(path) if parquet else pd.read_csv(path)
     except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise InputError(f"{path}: not a readable {'Parquet' if parquet else 'CSV'} table "
@@ -181,7 +189,24 @@ def _points_table(path: Path) -> pd.DataFrame:
             raise InputError(f"{path}: column {c!r}, row {i + 1}: {df[c].iloc[i]!r} is not a "
                              "number")
         df[c] = values.astype(float)
+    check_coordinates(path, df["lon"].to_numpy(), df["lat"].to_numpy())
     return df
+
+
+def check_coordinates(path: Path, lon: object, lat: object) -> None:
+    """Refuse points without a usable location (missing, infinite, beyond the globe): they
+    would come back "outside" and look like points the store does not cover."""
+    import numpy as np
+
+    from tessera.errors import InputError
+
+    for name, v, limit in (("lon", np.asarray(lon, float), 180.0),
+                           ("lat", np.asarray(lat, float), 90.0)):
+        bad = ~np.isfinite(v) | (np.abs(v) > limit)
+        if bad.any():
+            i = int(bad.argmax())
+            raise InputError(f"{path}: row {i + 1}: {name} {v[i]}; expected a finite number in "
+                             f"-{limit:g}..{limit:g} degrees")
 
 
 @command
@@ -233,6 +258,8 @@ def export(
     overwrite: bool = overwrite_option(),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be read and written; "
                                  "do nothing."),
+    yes: bool = typer.Option(False, "--yes", help="Go ahead with an export of more than 4 GB "
+                             "(uncompressed; the dry run says how much)."),
     cache: Optional[Path] = cache_option(),
 ) -> None:
     """A region as one GeoTIFF mosaic or a Zarr v3 store, streamed window by window.
@@ -241,7 +268,12 @@ def export(
     region."""
     from tessera.store.results import MissingTilesWarning
 
+    from tessera.errors import human_bytes
+    from tessera.geotiff import DTYPES
+
     where = region_of(bbox, region, tile)
+    if dtype not in DTYPES:
+        fail(f"--dtype {dtype!r}: expected float32 or int8")
     is_zarr = output.suffix.lower() == ".zarr"
     if not is_zarr and output.suffix.lower() not in (".tif", ".tiff"):
         fail(f"{output}: expected a .tif/.tiff or .zarr output")
@@ -251,13 +283,19 @@ def export(
     if output.exists() and not overwrite and not dry_run:
         fail(f"{output}: exists (use --overwrite to replace it)")
     client = _client(store, cache)
+    client.check_year(year)
     fmt = "zarr" if is_zarr else ("geotiff-int8" if dtype == "int8" else "geotiff")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MissingTilesWarning)
-        out.print(str(client.dry_run(where, year, formats=[fmt], crs=crs,
-                                     resolution=resolution)))
+        plan = client.dry_run(where, year, formats=[fmt], crs=crs, resolution=resolution)
+        out.print(str(plan))
         if dry_run:
             return
+        size = plan.export_bytes.get(fmt, 0)
+        if size > CONFIRM_ABOVE and not yes:
+            fail(f"{output}: would write about {human_bytes(size)} uncompressed for "
+                 f"{len(plan.tiles_present)} stored tile(s); add --yes to go ahead, or narrow "
+                 "the region")
         if is_zarr:
             path = client.export_zarr(where, year, output, overwrite=overwrite)
         else:

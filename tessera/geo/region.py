@@ -192,6 +192,9 @@ class Region:
     def _from_geometry(cls, geom: Any, name: str) -> Region:
         if geom is None or geom.is_empty:
             raise RegionError(f"{name}: empty geometry")
+        if geom.geom_type not in ("Polygon", "MultiPolygon"):
+            raise RegionError(f"{name}: a region must be a polygon, got {geom.geom_type} "
+                              "(points go to `sample`)")
         w, s, e, n = geom.bounds
         if not (-180 <= w and e <= 180 and -90 <= s and n <= 90):
             raise RegionError(f"{name}: bounds ({w}, {s}, {e}, {n}) are not lon/lat degrees "

@@ -16,7 +16,7 @@ from typing import Any, Callable, Literal, Mapping, Protocol
 
 import numpy as np
 
-from tessera.errors import PreprocessError
+from tessera.errors import PreprocessError, error_text
 from tessera.geo import TargetGrid
 
 Sensor = Literal["s2", "s1"]
@@ -78,7 +78,7 @@ class RasterAsset:
         except PreprocessError:
             raise
         except (RasterioError, OSError) as exc:
-            raise PreprocessError(f"{self.description}: cannot read ({exc})") from None
+            raise PreprocessError(f"{self.description}: cannot read ({error_text(exc)})") from None
 
 
 @functools.cache

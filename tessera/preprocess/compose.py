@@ -105,19 +105,31 @@ def subtract_boa(g: Granule, mode: BoaMode) -> bool:
         raise PreprocessError(f"granule {g.id} ({g.source}): {exc}") from None
 
 
-def _to_uint16(a: np.ndarray) -> np.ndarray:
-    a = np.nan_to_num(a, nan=0.0)
-    return np.clip(np.rint(a), 0, 65535).astype(np.uint16)
+def _to_uint16(a: np.ndarray, finite: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(np.where(finite, a, 0.0)), 0, 65535).astype(np.uint16)
 
 
-def read_s2_bands(g: Granule, grid: TargetGrid, opts: ComposeOptions) -> np.ndarray:
-    """uint16 (H, W, 10) in model band order, offset removed if needed."""
+def read_s2_bands(g: Granule, grid: TargetGrid, opts: ComposeOptions,
+                  footprint: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(uint16 (H, W, 10) in model band order, offset removed if needed; bool (H, W): every band
+    holds a usable value there). NaN, inf and the file's nodata are not usable: such a pixel is
+    not a valid observation (its values are 0). A band with no usable value anywhere in
+    `footprint` (where the granule has data) is reported as a warning naming its file."""
     out = np.empty((grid.height, grid.width, len(S2_BANDS)), np.uint16)
+    usable = np.ones((grid.height, grid.width), bool)
     sub = subtract_boa(g, opts.boa_offset)
     for i, b in enumerate(S2_BANDS):
-        v = _to_uint16(g.asset(b).read(grid, opts.resampling_for(b)))
+        asset = g.asset(b)
+        x = asset.read(grid, opts.resampling_for(b))
+        finite = np.isfinite(x)
+        if footprint is not None and footprint.any() and not finite[footprint].any():
+            log.warning("%s: no usable value (NaN, inf or nodata) on the %d pixels where %s has "
+                        "data on %s; those observations are marked invalid", asset.description,
+                        int(footprint.sum()), g.id, g.date)
+        usable &= finite
+        v = _to_uint16(x, finite)
         out[..., i] = remove_boa_offset(v) if sub else v
-    return out
+    return out, usable
 
 
 def read_s1(g: Granule, grid: TargetGrid, opts: ComposeOptions) -> np.ndarray:
@@ -195,18 +207,21 @@ def compose_s2_date(date: _dt.date, granules: list[Granule], grid: TargetGrid,
     data = [s != 0 for s in scls]
     choice = _first_choice(valid, data)
     out = np.zeros((grid.height, grid.width, len(S2_BANDS)), np.uint16)
+    unusable = np.zeros((grid.height, grid.width), bool)
     cache: dict[int, np.ndarray] = {}
     used = [i for i in range(len(granules)) if (choice == i).any()]
     for i in used:
-        cache[i] = read_s2_bands(granules[i], grid, opts)
+        cache[i], usable = read_s2_bands(granules[i], grid, opts, footprint=data[i])
         sel = choice == i
         out[sel] = cache[i][sel]
+        unusable[sel] = ~usable[sel]
     conflicts = _check_conflicts(date, granules, valid, choice,
-                                 lambda g: read_s2_bands(g, grid, opts), cache, S2_BANDS,
+                                 lambda g: read_s2_bands(g, grid, opts)[0], cache, S2_BANDS,
                                  opts.on_conflict)
     mask = np.zeros((grid.height, grid.width), bool)
     for v in valid:
         mask |= v
+    mask &= ~unusable  # a band without a usable value: not a valid observation
     return DateResult(date, out, mask, bool((choice >= 0).any()), [granules[i].id for i in used],
                       [granules[i].id for i in used if subtract_boa(granules[i], opts.boa_offset)],
                       conflicts)

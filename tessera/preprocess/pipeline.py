@@ -378,7 +378,19 @@ def run(plan: Plan, out_dir: str | os.PathLike, opts: ComposeOptions = ComposeOp
         progress: Progress | None = None) -> RunReport:
     """Write every patch of the plan under `out_dir` (resumable; see the module docstring)."""
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(plan, out_dir, opts, workers, overwrite, progress)
+    except BaseException:
+        if created and not any(p.name != REGION_FILE and not p.name.startswith(".")
+                               for p in out_dir.iterdir()):
+            shutil.rmtree(out_dir, ignore_errors=True)  # nothing finished: leave no folder
+        raise
+
+
+def _run(plan: Plan, out_dir: Path, opts: ComposeOptions, workers: int | None, overwrite: bool,
+         progress: Progress | None) -> RunReport:
     todo, skipped = [], []
     for p in plan.patches:
         status = patch_status(out_dir, plan, p, opts)

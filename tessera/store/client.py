@@ -30,6 +30,7 @@ from tessera.geo import GridTile, Region, TargetGrid, parse_tile_name, points_lo
 from tessera.geo.crs import crs_key, rio_crs
 from tessera.geo.region import RegionLike
 from tessera.store import export, mosaic
+from tessera.store.export import one_crs
 from tessera.store.manifest import Manifest, TileEntry
 from tessera.store.mosaic import Mosaic, TileOpener
 from tessera.store.points import sample_points as sample_at_points
@@ -75,7 +76,8 @@ class Client:
     def years(self) -> list[int]:
         return self.manifest.years()
 
-    def _check_year(self, year: int) -> None:
+    def check_year(self, year: int) -> None:
+        """Refuse a year the store has no tile of, naming the years it has."""
         years = self.years()
         if int(year) not in years:
             raise ClientError(f"year {year} is not in the store {self.store!r} (it has "
@@ -165,7 +167,7 @@ class Client:
                 ) -> tuple[Region, list[TileEntry], list[str]]:
         """`plan`, for a request that needs data: an absent year or a region without any tile
         of that year is an error, absent tiles a MissingTilesWarning naming them."""
-        self._check_year(year)
+        self.check_year(year)
         r, present, absent = self.plan(region, year)
         if not present:
             raise ClientError(f"{what}: none of the {len(absent)} tiles of {r.name} is in the "
@@ -180,7 +182,7 @@ class Client:
     def iter_tiles(self, region: RegionLike, year: int, dequantize: bool = True) -> TileIterator:
         """Each stored tile of the region for `year`, in its own CRS, one at a time. Absent tiles
         are named in a MissingTilesWarning and in the iterator's `absent` attribute."""
-        self._check_year(year)
+        self.check_year(year)
         r, present, absent = self.plan(region, year)
         if absent:
             warnings.warn(f"iter_tiles: {len(absent)} of {len(r.tiles)} tiles of {r.name} are "
@@ -193,11 +195,13 @@ class Client:
                     resolution: float | None) -> TargetGrid:
         """The output grid of a mosaic: `crs` or the UTM zone of the region's centre, at
         `resolution` or the store's pixel size, bounds snapped outward to multiples of it."""
-        if r.crosses_antimeridian:
-            raise ClientError(f"{r.name}: crosses the antimeridian; a mosaic needs one CRS, so "
-                              "split the region at 180 degrees")
+        one_crs(r)
         if crs is not None:
-            crs = rio_crs(crs)
+            try:
+                crs = rio_crs(crs)
+            except Exception as exc:  # rasterio's CRSError: an unknown code or bad WKT
+                raise ClientError(f"crs {crs!r}: not a coordinate reference system rasterio "
+                                  f"knows ({' '.join(str(exc).split())})") from None
             if crs.is_geographic and resolution is None:
                 raise ClientError(f"crs {crs}: geographic, so give a resolution in degrees (the "
                                   "store's pixel size is in metres)")
@@ -213,6 +217,7 @@ class Client:
         """A mosaic of the region in one CRS (default: UTM zone of its centre at the store's pixel
         size), NaN (scale NaN) where there is no data or outside the region when `clip`. The whole
         mosaic is in memory: for large regions use the exports, which stream."""
+        one_crs(Region.parse(region))
         r, present, absent = self.present(region, year, "read_region")
         grid = self.output_grid(r, present, crs, resolution)
         mos = Mosaic(self.tile_opener(), present, grid, clip)
@@ -248,6 +253,7 @@ class Client:
             lon, lat = points_lonlat(points)
         except RegionError as exc:
             raise ClientError(str(exc)) from None
+        self.check_year(year)
         return sample_at_points(self.manifest, lon, lat, year, self.tile_opener())
 
     # --- dry run --------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ from tessera.errors import ClientError, ExistsError, WriteError
 from tessera.geo import Region, TargetGrid, parse_tile_name
 from tessera.geo.crs import crs_key, rio_crs
 from tessera.geo.region import RegionLike
-from tessera.geotiff import INT8_NODATA, human_bytes
+from tessera.errors import human_bytes
+from tessera.geotiff import INT8_NODATA
 from tessera.store import mosaic
 from tessera.store.layout import geotiff_relpath
 from tessera.store.manifest import TileEntry
@@ -33,6 +34,13 @@ if TYPE_CHECKING:
     import zarr
 
     from tessera.store.client import Client
+
+
+def one_crs(r: Region) -> None:
+    """Refuse a region that cannot be one mosaic in one CRS (one across the antimeridian)."""
+    if r.crosses_antimeridian:
+        raise ClientError(f"{r.name}: crosses the antimeridian; a mosaic needs one CRS, so "
+                          "split the region at 180 degrees")
 
 TIFF_BLOCK = geotiff.BLOCK  # pixels: GeoTIFF block and export window
 
@@ -125,6 +133,7 @@ def export_geotiff(client: Client, region: RegionLike, year: int, path: str | os
     path = Path(path)
     if path.exists() and not overwrite:
         raise ExistsError(f"{path}: exists (overwrite=True replaces it)")
+    one_crs(Region.parse(region))
     r, present, absent = client.present(region, year, "export_geotiff")
     grid = client.output_grid(r, present, crs, resolution)
     mos = Mosaic(client.tile_opener(), present, grid, clip)

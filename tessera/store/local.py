@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tessera.atomic import is_temporary, tmp_sibling
+from tessera.atomic import is_temporary, tmp_sibling, write_error
 from tessera.errors import StoreError
 from tessera.geo.grid import GridTile, parse_tile_name
 from tessera.store.layout import FILE_KINDS, MANIFEST, relpath
@@ -144,8 +144,9 @@ class LocalStore:
 
         crs = CRS.from_user_input(crs)
         finals = {k: self.root / relpath(k, year, tile.name) for k in FILE_KINDS}
-        tmps = {k: tmp_sibling(p) for k, p in finals.items()}
+        tmps: dict[str, Path] = {}
         try:
+            tmps = {k: tmp_sibling(p) for k, p in finals.items()}
             for k, arr in (("embeddings", embeddings), ("scales", scales.astype(np.float32))):
                 with open(tmps[k], "wb") as f:  # a file object: np.save would append ".npy"
                     np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
@@ -161,9 +162,12 @@ class LocalStore:
                 for k in FILE_KINDS:
                     os.replace(tmps[k], finals[k])
                 self.manifest().upsert([entry]).write(self.manifest_path)
-        except BaseException:
+        except BaseException as exc:
             for t in tmps.values():
                 t.unlink(missing_ok=True)
+            err = write_error(finals["embeddings"].parent, exc, embeddings.nbytes)
+            if err is not None:  # a full or read-only store: say so, naming the tile's folder
+                raise err from exc
             raise
         return entry
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from tessera.atomic import atomic_path
+from tessera.atomic import atomic_path, prune_empty
 from tessera.errors import InputError
 from tessera.progress import Progress, Task, task
 from tessera.store.local import LocalStore
@@ -48,6 +48,7 @@ def mirror(source: Store, entries: Sequence[TileEntry], out: str | os.PathLike, 
     if jobs < 1:
         raise InputError(f"jobs {jobs}: expected at least 1 tile at a time")
     out = Path(out)
+    created = not out.exists()
     dest = LocalStore(out)
     bar = task(progress, "download", total=sum(e.nbytes for e in entries), unit="B")
     done: list[TileEntry] = []
@@ -70,6 +71,8 @@ def mirror(source: Store, entries: Sequence[TileEntry], out: str | os.PathLike, 
                 if (fut.done() and not fut.cancelled() and fut.exception() is None
                         and fut.result() not in done):
                     record(fut.result())
+            if created:
+                prune_empty(out)  # folders made for tiles that never arrived
             raise
     return done
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from tessera.geotiff import band_names, human_bytes
+from tessera.errors import human_bytes
+from tessera.geotiff import band_names
 
 DIM = 128                  # embedding dimensions of the published model
 EXPORT_FORMATS = ("geotiff", "geotiff-int8", "zarr", "tiles", "memory")

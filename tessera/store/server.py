@@ -26,6 +26,9 @@ from typing import Any, BinaryIO
 from tessera.errors import StoreError
 
 CHUNK = 1 << 20  # bytes per read / write
+LISTEN_BACKLOG = 1024  # connections the kernel queues while every thread is busy
+MAX_THREADS = 128      # connections served at once
+IDLE_TIMEOUT_S = 30    # an idle keep-alive connection is closed after this
 _CONTENT_TYPES = {".parquet": "application/vnd.apache.parquet", ".npy": "application/octet-stream",
                   ".tif": "image/tiff", ".tiff": "image/tiff", ".json": "application/json"}
 
@@ -53,6 +56,15 @@ class RangeNotSatisfiable(ValueError):
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
 
 
+_HUGE = 10 ** 18  # beyond any file: what a position of more digits than that means
+
+
+def _number(digits: str) -> int:
+    """A byte position of a Range header; absurdly long ones (Python refuses to parse more than
+    4300 digits) are simply beyond any file."""
+    return int(digits) if len(digits) <= 18 else _HUGE
+
+
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     """The inclusive (first, last) byte of a single-range `Range` header, or None to send the
     whole file (no header, several ranges, or a malformed one: RFC 9110 lets a server ignore
@@ -62,13 +74,13 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     a, b = m.groups()
     if a:
-        start = int(a)
-        if b and int(b) < start:
+        start = _number(a)
+        if b and _number(b) < start:
             return None  # invalid spec: ignore the header
         if start >= size:
             raise RangeNotSatisfiable
-        return start, min(int(b), size - 1) if b else size - 1
-    n = int(b)  # suffix range: the last n bytes
+        return start, min(_number(b), size - 1) if b else size - 1
+    n = _number(b)  # suffix range: the last n bytes
     if n == 0 or size == 0:
         raise RangeNotSatisfiable
     return max(size - n, 0), size - 1
@@ -81,7 +93,7 @@ class StoreRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections across tiles
     server_version = "tessera-store/1"
     disable_nagle_algorithm = True  # headers and body written apart would wait on delayed ACKs
-    timeout = 120  # seconds an idle keep-alive connection is kept
+    timeout = IDLE_TIMEOUT_S  # seconds an idle keep-alive connection is kept
     server: _StoreHTTPServer
 
     # --- logging: through the server's callback only ------------------------------------------
@@ -95,6 +107,11 @@ class StoreRequestHandler(BaseHTTPRequestHandler):
         if self.server.log is not None:
             self.server.log(RequestLog(self.client_address[0], method, self.path, status,
                                        self.headers.get("Range"), nbytes))
+
+    def handle_one_request(self) -> None:
+        super().handle_one_request()
+        if self.server.busy:
+            self.close_connection = True  # others are waiting for a thread
 
     # --- methods -----------------------------------------------------------------------------
     def do_GET(self) -> None:
@@ -221,9 +238,46 @@ def _content_type(path: Path) -> str:
 
 
 class _StoreHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_THREADS at once (more connections wait in the
+    listen queue, which holds LISTEN_BACKLOG: a burst of clients is queued, not refused)."""
+
     daemon_threads = True  # a stuck keep-alive connection never blocks shutdown
+    request_queue_size = LISTEN_BACKLOG
     root: str
     log: Callable[[RequestLog], None] | None
+
+    def server_activate(self) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_THREADS)
+        self._lock = threading.Lock()
+        self._active = 0
+        super().server_activate()
+
+    def _done(self) -> None:
+        with self._lock:
+            self._active -= 1
+        self._slots.release()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self._slots.acquire()  # all threads busy: the next connection waits in the backlog
+        with self._lock:
+            self._active += 1
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._done()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._done()
+
+    @property
+    def busy(self) -> bool:
+        """Whether most threads are taken: a keep-alive connection then lets go of its thread
+        after each request, so queued connections are served."""
+        return self._active >= MAX_THREADS // 2
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         import sys
@@ -251,7 +305,11 @@ class StoreServer:
         if not self.root.is_dir():
             raise StoreError(f"{root}: no such store directory to serve")
         cls = _StoreHTTPServer6 if ":" in host else _StoreHTTPServer
-        self.httpd = cls((host, port), handler)
+        try:
+            self.httpd = cls((host, port), handler)
+        except OSError as exc:  # port in use, address not on this machine, no permission
+            raise StoreError(f"{host}:{port}: cannot serve there "
+                             f"({exc.strerror or exc})") from None
         self.httpd.root = str(self.root)
         self.httpd.log = log
         self._thread: threading.Thread | None = None

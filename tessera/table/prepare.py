@@ -112,6 +112,12 @@ class PreparedTable:
         return len(self.s2.sample), len(self.s1_asc.sample) + len(self.s1_desc.sample)
 
 
+def numpy_dtype(dtype: Any) -> np.dtype[Any]:
+    """The numpy dtype of a column's dtype: a pandas extension dtype (nullable Int64,
+    int64[pyarrow]) has kind "i" too, but numpy cannot cast to it."""
+    return np.dtype(getattr(dtype, "numpy_dtype", dtype))
+
+
 def prepare_table(df: pd.DataFrame, options: TableOptions | None = None, **kwargs: Any
                   ) -> PreparedTable:
     """Check and parse a long table into observation streams (warnings for filled bands)."""
@@ -229,9 +235,7 @@ def prepare_table(df: pd.DataFrame, options: TableOptions | None = None, **kwarg
     desc = s1_base.take(s1_has & (orbit == 1), sample, key)
     # restore a numeric dtype for numeric ids
     if raw_ids.dtype.kind in "iu":
-        # KNOWN BUG, kept as is (a fix changes behaviour): a pandas extension dtype (nullable
-        # Int64, int64[pyarrow]) has kind "i"/"u" too, and numpy's astype raises TypeError on it
-        sample_ids = sample_ids.astype(raw_ids.dtype)  # type: ignore[arg-type]
+        sample_ids = sample_ids.astype(numpy_dtype(raw_ids.dtype))
     return PreparedTable(sample_ids=sample_ids, id_column=opts.id_column, s2=s2_stream,
                          s1_asc=asc, s1_desc=desc, n_rows=int(keep.sum()),
                          filled=filled, dropped_samples=dropped,

@@ -17,6 +17,25 @@ CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".geoparquet", ".pq")
 
 
+def check_rows(path: Path, sep: str) -> None:
+    """Refuse a CSV whose rows have fewer fields than its header: pandas would silently read
+    the missing fields as empty, e.g. the last row of a file cut off mid-row by an interrupted
+    copy. Streams the file once (constant memory)."""
+    import csv
+    import gzip
+
+    gz = path.name.lower().endswith(".gz")
+    with (gzip.open(path, "rt", newline="") if gz else open(path, newline="")) as f:
+        rows = csv.reader(f, delimiter=sep)
+        header = next(rows, None)
+        if not header:
+            return
+        for i, row in enumerate(rows, start=1):
+            if row and len(row) < len(header):
+                raise TableError(f"{path}: row {i} has {len(row)} of the header's {len(header)} "
+                                 "fields (the file is cut short, or the row is malformed)")
+
+
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read a CSV (.csv, .csv.gz, .tsv) or (Geo)Parquet (.parquet, .geoparquet, .pq) table."""
     path = Path(path)
@@ -29,7 +48,11 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         if name.endswith(PARQUET_SUFFIXES):
             return pd.read_parquet(path)
         if name.endswith(CSV_SUFFIXES):
-            return pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",")
+            sep = "\t" if name.endswith(".tsv") else ","
+            check_rows(path, sep)
+            return pd.read_csv(path, sep=sep)
+    except TableError:
+        raise
     except Exception as exc:  # unreadable content: name the file
         kind = "Parquet" if name.endswith(PARQUET_SUFFIXES) else "CSV"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

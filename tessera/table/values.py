@@ -16,7 +16,7 @@ import pandas as pd
 from tessera.bands import (S1_ORBIT_NAMES, S1_ORBITS, S1_POLS, s1_amplitude_dn_to_db,
                            s1_db_to_int16, s1_linear_to_int16)
 from tessera.errors import TableError
-from tessera.table.options import TableOptions
+from tessera.table.options import TableOptions, TableWarning
 
 _ORBITS = {k: S1_ORBITS.index(v) for k, v in S1_ORBIT_NAMES.items()}
 _VALID_TRUE = {"true", "1", "yes", "y", "t"}
@@ -31,7 +31,8 @@ def _row_ref(df_index: int, ids: np.ndarray) -> str:
 
 def numeric_column(df: pd.DataFrame, column: str, nodata: Sequence[float], ids: np.ndarray
                    ) -> np.ndarray:
-    """Column as float64 with NaN for missing / nodata values."""
+    """Column as float64 with NaN for missing / nodata values. Infinite values are no
+    observation either: read as missing, with a TableWarning naming the column and a row."""
     s = df[column]
     if s.dtype == bool or str(s.dtype) == "boolean":
         raise TableError(f"column {column!r}: boolean values; expected numbers")
@@ -40,6 +41,13 @@ def numeric_column(df: pd.DataFrame, column: str, nodata: Sequence[float], ids: 
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise TableError(f"column {column!r}, {_row_ref(i, ids)}: {s.iloc[i]!r} is not a number")
+    inf = np.isinf(vals)
+    if inf.any():
+        i = int(np.flatnonzero(inf)[0])
+        warnings.warn(f"column {column!r}: {int(inf.sum())} infinite value(s), e.g. at "
+                      f"{_row_ref(i, ids)}, read as missing (not a valid observation)",
+                      TableWarning, stacklevel=3)
+        vals[inf] = np.nan
     for v in nodata:
         vals[vals == v] = np.nan
     return vals

@@ -209,6 +209,7 @@ def table_batches(df: pd.DataFrame, split: str = "cycle", **options: Any
     """
     from tessera.preprocess.sources.cubes import annual_windows
     from tessera.table import PreparedTable, Stream, prepare_table
+    from tessera.table.prepare import numpy_dtype
     from tessera.table.wide import WORLDCEREAL_OPTIONS
 
     opts = {**WORLDCEREAL_OPTIONS, **options}
@@ -258,7 +259,7 @@ def table_batches(df: pd.DataFrame, split: str = "cycle", **options: Any
             order_key = doy[keep].astype(np.int64) * 10_000 + yr[keep]
             built[name] = st.take(np.ones(int(keep.sum()), bool), sample, order_key)
         if df[id_col].dtype.kind in "iu":
-            sample_ids = sample_ids.astype(df[id_col].dtype)
+            sample_ids = sample_ids.astype(numpy_dtype(df[id_col].dtype))
         table = PreparedTable(sample_ids=sample_ids, id_column=id_col, s2=built["s2"],
                               s1_asc=built["s1_asc"], s1_desc=built["s1_desc"], n_rows=0,
                               filled={}, dropped_samples=[], columns={})

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -76,6 +77,19 @@ class TrainConfig:
     # recompute each view's encoder pass in backward instead of keeping its activations: same
     # losses and gradients; on CPU about half the peak memory for about 40 % more time
     activation_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        for field, value, least in (("steps", self.steps, 1), ("batch_size", self.batch_size, 1),
+                                    ("checkpoint_every", self.checkpoint_every, 1),
+                                    ("log_every", self.log_every, 1), ("buffer", self.buffer, 1),
+                                    ("workers", self.workers, 0)):
+            if value is not None and value < least:
+                raise InputError(f"--{field.replace('_', '-')} {value}: expected at least {least}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise InputError(f"--epochs {self.epochs}: expected a positive number of passes")
+        if self.lr <= 0 or not 0 <= self.warmup < 1:
+            raise InputError(f"--lr {self.lr} / --warmup {self.warmup}: expected lr > 0 and "
+                             "0 <= warmup < 1")
 
     def total_steps(self, batches_per_epoch: int) -> int:
         if self.steps is not None:
@@ -234,9 +248,7 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False,
     rank, world, local_rank = init_distributed(cfg.device)
     out = Path(cfg.out)
     ckpt_path = out / "checkpoint.pt"
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-    manifest = read_manifest(cfg.shards)
+    manifest = read_manifest(cfg.shards)  # every shard's files checked: none is truncated
     if cfg.device == "auto":
         device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     else:
@@ -247,20 +259,55 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False,
         raise InputError(f"{cfg.shards}: {manifest['samples']} samples make no full global batch "
                          f"of {cfg.batch_size} x {world} ranks; lower --batch-size")
     total = cfg.total_steps(per_epoch)
+    if resume and not ckpt_path.exists():
+        raise NotFoundError(f"{ckpt_path}: nothing to resume (no checkpoint in {out})")
+    if not resume and rank == 0 and ckpt_path.exists():
+        raise ExistsError(f"{out}: holds a run already (checkpoint.pt); pass --resume to "
+                          "continue it or choose a new output folder")
+    created = rank == 0 and not out.exists()
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            _clear_unfinished_start(out)
+    try:
+        return _run(cfg, out, ckpt_path, manifest, device, total, rank, world, resume, probe,
+                    progress, stop_after)
+    except BaseException:
+        if created and not ckpt_path.exists():  # nothing to resume: leave no half-started run
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
+
+#: What a run writes besides its checkpoint (a fresh start clears them when no checkpoint exists).
+RUN_FILES = ("config.json", "metrics.csv", "tensorboard", "model.safetensors", "model.json",
+             "best.safetensors", "best.json")
+
+
+def _clear_unfinished_start(out: Path) -> None:
+    """A run killed before its first checkpoint leaves config, metrics and TensorBoard files
+    and nothing to resume from: a fresh start in that folder removes them (only these names),
+    so its metrics do not continue a dead run's."""
+    for name in RUN_FILES:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def _run(cfg: TrainConfig, out: Path, ckpt_path: Path, manifest: dict[str, Any],
+         device: torch.device, total: int, rank: int, world: int, resume: bool,
+         probe: Callable[[TesseraModel], float] | None,
+         progress: Callable[[int, int, dict], None] | None, stop_after: int | None
+         ) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     model = TesseraModel(get_preset(cfg.preset), with_projector=True).to(device)
     state = RunState()
     if resume:
-        if not ckpt_path.exists():
-            raise NotFoundError(f"{ckpt_path}: nothing to resume (no checkpoint in {out})")
         saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         _check_same_run(saved["config"], cfg, ckpt_path)
         model.load_state_dict(saved["model"])
         state = RunState(**saved["state"])
-    elif rank == 0 and ckpt_path.exists():
-        raise ExistsError(f"{out}: holds a run already (checkpoint.pt); pass --resume to "
-                              "continue it or choose a new output folder")
     net: nn.Module = Pretrainer(model, cfg.activation_checkpointing)
     if world > 1:
         if device.type == "cuda":

@@ -30,8 +30,8 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from tessera.atomic import tmp_dir
-from tessera.dpixel import DPixelBatch, Tile
-from tessera.errors import ShardError
+from tessera.dpixel import DPixelBatch, Tile, npy_header
+from tessera.errors import ShardError, TileFormatError
 from tessera.train.views import MIN_VALID, VIEW_STEPS, Ragged, View, draw_views, ragged_from_batch
 
 MANIFEST = "manifest.json"
@@ -228,6 +228,11 @@ def read_manifest(root: str | os.PathLike) -> dict:
         missing = [k for k in _ARRAYS if not (root / s["name"] / f"{k}.npy").is_file()]
         if missing:
             raise ShardError(f"{root / s['name']}: missing {', '.join(k + '.npy' for k in missing)}")
+        for k in _ARRAYS:  # headers and sizes only: a truncated file is named before training
+            try:
+                npy_header(root / s["name"] / f"{k}.npy")
+            except TileFormatError as exc:
+                raise ShardError(str(exc)) from None
     return manifest
 
 
@@ -241,7 +246,13 @@ class Shard:
 
     @classmethod
     def open(cls, root: Path, name: str, n: int) -> "Shard":
-        a = {k: np.load(root / name / f"{k}.npy", mmap_mode="r") for k in _ARRAYS}
+        a = {}
+        for k in _ARRAYS:
+            path = root / name / f"{k}.npy"
+            try:
+                a[k] = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as exc:  # changed since read_manifest checked it
+                raise ShardError(f"{path}: not a readable shard array ({exc})") from None
         if len(a["source"]) != n or len(a["s2_off"]) != n + 1 or len(a["s1_off"]) != n + 1:
             raise ShardError(f"{root / name}: holds {len(a['source'])} samples, the manifest "
                              f"says {n}")

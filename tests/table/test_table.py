@@ -97,6 +97,19 @@ def test_row_order_independence(table, base, tiny_model):
     _same(v1, v1b, exact=False)
 
 
+def test_nullable_integer_ids(table):
+    """pandas' nullable Int64 ids (what read_parquet gives for an int column with nulls
+    elsewhere) come back as plain int64 ids."""
+    from tessera.table import prepare_table
+
+    df = table.copy()
+    codes = pd.factorize(df["sample_id"])[0]
+    df["sample_id"] = pd.array(codes, dtype="Int64")
+    prepared = prepare_table(df)
+    assert prepared.sample_ids.dtype == np.int64
+    assert sorted(prepared.sample_ids.tolist()) == sorted(set(codes.tolist()))
+
+
 def test_dpixels_content(table):
     ids, batch = table_to_dpixels(table)
     assert list(ids) == [f"s{i:02d}" for i in range(6)]
