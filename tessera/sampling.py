@@ -167,9 +167,9 @@ def buckets(lengths: np.ndarray, tokens_per_batch: int, granularity: int = 16,
             max_length: int | None = None) -> Iterator[tuple[np.ndarray, int]]:
     """Group pixel indices into batches of similar length.
 
-    Pixels are sorted by length; a batch is padded to its longest sequence rounded up to a
-    multiple of `granularity` (capped at `max_length`) and holds at most `tokens_per_batch`
-    padded tokens (at least one pixel). Rounding keeps the number of distinct batch shapes small,
+    Each pixel's length is rounded up to a multiple of `granularity` (capped at `max_length`);
+    pixels of the same rounded length form batches of at most `tokens_per_batch` padded tokens
+    (at least one pixel), padded to that length. Rounding keeps the number of distinct batch shapes small,
     which bounds the kernels' per-shape caches (oneDNN keeps one primitive per shape) at the cost
     of a few padded steps. Why 16: the CPU attention kernels work on blocks of 16 keys, and a
     pixel's result is the same bits however far its sequence is padded once its last block is
@@ -181,12 +181,10 @@ def buckets(lengths: np.ndarray, tokens_per_batch: int, granularity: int = 16,
         return min(length, max_length) if max_length else length
 
     order = np.argsort(lengths, kind="stable")
-    sorted_len = np.maximum(lengths[order], 1)
-    i, n = 0, len(order)
-    while i < n:
-        # sorted ascending: the batch's last pixel is its longest, so shrink until it fits
-        j = min(n, i + max(1, tokens_per_batch // padded(int(sorted_len[i]))))
-        while j - i > 1 and (j - i) * padded(int(sorted_len[j - 1])) > tokens_per_batch:
-            j = i + max(1, tokens_per_batch // padded(int(sorted_len[j - 1])))
-        yield order[i:j], padded(int(sorted_len[j - 1]))
-        i = j
+    keys = np.array([padded(int(v)) for v in np.maximum(lengths[order], 1)], dtype=np.int64)
+    # one padded length per batch: every pixel is padded only to its own rounded length
+    for key in np.unique(keys):
+        rows = order[keys == key]
+        per_batch = max(1, tokens_per_batch // int(key))
+        for i in range(0, len(rows), per_batch):
+            yield rows[i:i + per_batch], int(key)
