@@ -15,7 +15,7 @@ import errno
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -25,11 +25,12 @@ from tessera import geotiff as tessera_geotiff
 from tessera.atomic import atomic_paths
 from tessera.dpixel import DPixelBatch, Tile, release_pages
 from tessera.errors import InputError, TileFormatError
-from tessera.model import TesseraModel, get_preset, load_checkpoint
+from tessera.model import PRESETS, TesseraModel, load_checkpoint
 from tessera.progress import Progress, Task, task
 from tessera.quantize import quantize
-from tessera.sampling import (SCHEMES, V1_STEPS, Candidates, Scheme, buckets, gather,
-                              s1_candidates, s2_candidates, select)
+from tessera.model.registry import FAMILIES, family_of, get_model, model_for_config
+from tessera.sampling import (BUCKETED, SCHEMES, V1_STEPS, Candidates, Scheme, bucketed, buckets,
+                              gather, s1_candidates, s2_candidates, s2_steps, select)
 
 log = logging.getLogger(__name__)
 
@@ -74,32 +75,41 @@ def shipped_checkpoint() -> Path | None:
 
 
 def resolve_model(checkpoint: str | os.PathLike | None = None, preset: str | None = None,
-                  seed: int = 0, use_shipped: bool = True) -> tuple[TesseraModel, dict[str, Any]]:
+                  seed: int = 0, use_shipped: bool = True, model: str | None = None
+                  ) -> tuple[TesseraModel, dict[str, Any]]:
     """The model to embed with: a checkpoint, else shipped weights (unless `use_shipped` is
     False, e.g. for a random-init control), else a seeded random init.
 
-    Metadata says which (`random_init: True` for the last, and callers must say so plainly).
+    `model` is a registered model id (`tessera models`; `preset` is its older name for our
+    presets): with a checkpoint it must fit the file (and picks v1.1's MPC or AWS statistics);
+    without one it chooses the shipped weights or the architecture of the random init.
+    Metadata says which (`random_init: True` for the last, and callers must say so plainly),
+    with `model_id` and `family`.
     """
+    model_id = model or preset
     if checkpoint is not None:
-        model, meta = load_checkpoint(checkpoint)
-        if preset is not None and meta.get("preset") not in (None, preset):
-            raise InputError(f"--preset {preset} contradicts the checkpoint's preset "
-                             f"{meta.get('preset')!r} ({checkpoint})")
-        return model.eval(), meta
+        loaded, meta = load_checkpoint(checkpoint, model_id)
+        return loaded.eval(), meta
     shipped = shipped_checkpoint() if use_shipped else None
-    if shipped is not None and (preset is None or preset == _preset_of(shipped)):
-        model, meta = load_checkpoint(shipped)
-        return model.eval(), meta
-    name = preset or "tiny"
+    if shipped is not None and (model_id is None or model_id == _model_of(shipped)):
+        loaded, meta = load_checkpoint(shipped)
+        return loaded.eval(), meta
+    spec = get_model(model_id or "tiny")
+    if spec.config is None:
+        raise InputError(f"model {spec.id}: its sizes are read from its checkpoint "
+                         f"({spec.upstream_file}, {spec.source}); pass that file with "
+                         "--checkpoint")
     torch.manual_seed(seed)
-    model = TesseraModel(get_preset(name)).eval()
-    return model, {"preset": name, "random_init": True, "init_seed": seed,
-                   "model": model.config.to_dict()}
+    built = TesseraModel(spec.config).eval()
+    return built, {"preset": spec.id if spec.id in PRESETS else None, "model_id": spec.id,
+                   "family": spec.family, "random_init": True, "init_seed": seed,
+                   "model": built.config.to_dict()}
 
 
-def _preset_of(path: Path) -> str | None:
+def _model_of(path: Path) -> str | None:
     from tessera.model import read_meta
-    return read_meta(path).get("preset")
+    meta = read_meta(path)
+    return meta.get("model_id") or meta.get("preset")
 
 
 #: Forward passes run on at least this many pixels (a smaller group repeats its last pixel): the
@@ -120,23 +130,47 @@ class EmbedResult:
     flags: np.ndarray  # (N,) uint8, FLAG_* bits
 
 
+#: The sampling schemes each model family accepts, its default first (SPEC 3, 3b, 5).
+FAMILY_SCHEMES: dict[str, tuple[str, ...]] = {"v1.0": ("all", "v1"), "v1.1": ("v1.1",),
+                                              "v2": ("v2",)}
+#: Embedding widths a family offers (v2: Matryoshka prefixes, quantised on the kept dims).
+FAMILY_DIMS: dict[str, tuple[int, ...]] = {"v1.0": (), "v1.1": (), "v2": (16, 32, 64, 128)}
+assert set(FAMILY_SCHEMES) == set(FAMILIES) == set(FAMILY_DIMS)
+
+
 class Embedder:
     """Embeds d-pixels with a model.
 
-    batch_size: pixels per forward pass at 40 steps; with the `all` scheme the budget is
-    batch_size * 40 tokens, so long sequences go in smaller batches and memory stays bounded.
-    None: CPU_BATCH_SIZE on CPU (small batches keep the activations in cache and make finer
-    length buckets), GPU_BATCH_SIZE on GPU.
-    sampling: "all" (deterministic, every valid observation; default) or "v1" (published
-    40 + 40 random draws, seeded by `seed` and each pixel's id).
+    batch_size: pixels per forward pass at 40 steps; the budget is batch_size * 40 tokens, so
+    long sequences go in smaller batches and memory stays bounded. None: CPU_BATCH_SIZE on CPU
+    (small batches keep the activations in cache and make finer length buckets), GPU_BATCH_SIZE
+    on GPU.
+    sampling: None for the model's default. v1.0-family models: "all" (deterministic, every
+    valid observation; default) or "v1" (published 40 + 40 random draws, seeded by `seed` and
+    each pixel's id). v1.1 and v2 models: their published deterministic schemes ("v1.1", "v2").
+    dim: embedding width; None for the model's (`config.output_dim`); v2 students also offer
+    their Matryoshka prefixes 16, 32 and 64 (the first dims, before quantisation).
     """
 
     def __init__(self, model: TesseraModel, *, device: str = "auto",
                  batch_size: int | None = None,
-                 sampling: Scheme = "all", seed: int = 0, bf16: bool = False,
-                 steps: int = V1_STEPS) -> None:
-        if sampling not in SCHEMES:
-            raise InputError(f"sampling {sampling!r}: expected one of {', '.join(SCHEMES)}")
+                 sampling: Scheme | None = None, seed: int = 0, bf16: bool = False,
+                 steps: int = V1_STEPS, dim: int | None = None) -> None:
+        family = family_of(model.config)
+        accepted = FAMILY_SCHEMES[family]
+        scheme = accepted[0] if sampling is None else str(sampling)
+        if scheme not in SCHEMES:
+            raise InputError(f"sampling {scheme!r}: expected one of {', '.join(SCHEMES)}")
+        if scheme not in accepted:
+            raise InputError(f"sampling {scheme!r} does not fit a {family} model, which "
+                             f"accepts {', '.join(accepted)}")
+        full = model.config.output_dim
+        if dim is not None and dim != full and dim not in FAMILY_DIMS[family]:
+            offered = sorted({full, *FAMILY_DIMS[family]})
+            raise InputError(f"--dim {dim}: a {family} model's embeddings are "
+                             f"{' or '.join(map(str, offered))} wide")
+        self.family = family
+        self.dim = dim or full
         if batch_size is not None and batch_size < 1:
             raise InputError(f"batch_size {batch_size}: expected a positive number of pixels")
         self.device = resolve_device(device)
@@ -144,7 +178,7 @@ class Embedder:
             batch_size = CPU_BATCH_SIZE if self.device.type == "cpu" else GPU_BATCH_SIZE
         self.model = model.eval().to(self.device)
         self.batch_size = batch_size
-        self.sampling: Scheme = sampling
+        self.sampling: Scheme = scheme  # type: ignore[assignment]  # checked above
         self.seed = seed
         self.steps = steps
         self.bf16 = bf16 and self.device.type == "cuda"
@@ -156,8 +190,11 @@ class Embedder:
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _encode(self, encode: Callable[..., torch.Tensor], c: Candidates, stream: int,
-                pixel_ids: np.ndarray, progress: Task | None = None) -> torch.Tensor:
+    def _encode(self, sensor: str, c: Candidates, stream: int, pixel_ids: np.ndarray,
+                progress: Task | None = None) -> torch.Tensor:
+        """One sensor's pooled vectors (N, d_model) for every pixel of `c`."""
+        if self.sampling in BUCKETED:
+            return self._encode_bucketed(sensor, c, progress)
         n = c.values.shape[0]
         idx, lengths = select(c, self.sampling, self.seed, stream, pixel_ids, self.steps)
         out = torch.empty((n, self.model.config.d_model), dtype=torch.float32, device=self.device)
@@ -169,21 +206,63 @@ class Embedder:
             width = -(-idx.shape[1] // BLOCK_STEPS) * BLOCK_STEPS  # room to pad to whole blocks
             idx = np.pad(idx, ((0, 0), (0, width - idx.shape[1])), mode="edge")  # masked steps
             groups = buckets(lengths, self.batch_size * V1_STEPS, granularity=BLOCK_STEPS,
-                             max_length=width)
+                             max_length=width, min_rows=MIN_ROWS)
         for rows, length in groups:
             padded = _at_least(rows, MIN_ROWS)
             seq = gather(c, idx[padded, :length], None if lengths is None else lengths[padded],
                          padded)
-            values = torch.from_numpy(np.ascontiguousarray(seq.values, dtype=np.float32))
-            doy = torch.from_numpy(np.ascontiguousarray(seq.doy, dtype=np.float32))
-            mask = None if seq.mask is None else torch.from_numpy(seq.mask)
-            with self._autocast():
-                h = encode(values.to(self.device), doy.to(self.device),
-                           None if mask is None else mask.to(self.device))
+            mask = None if seq.mask is None else torch.from_numpy(seq.mask).to(self.device)
+            h = self._forward(sensor, seq.values, seq.doy, mask,
+                              None if c.orbit is None else c.orbit[idx[padded, :length]], None)
             out[torch.from_numpy(rows).to(self.device)] = h[:len(rows)].float()
             if progress is not None:
                 progress.advance(len(rows) / 2)  # each pixel goes through two encoders
         return out
+
+    def _encode_bucketed(self, sensor: str, c: Candidates, progress: Task | None
+                         ) -> torch.Tensor:
+        """v1.1 / v2: each pixel's sequence has its bucket's length; no padding, no mask."""
+        n = c.values.shape[0]
+        out = torch.empty((n, self.model.config.d_model), dtype=torch.float32, device=self.device)
+        b = bucketed(c.candidate, self.sampling)
+        for length in np.unique(b.length):
+            length = int(length)
+            members = np.flatnonzero(b.length == length)
+            # forward passes run on MIN_ROWS pixels at least anyway: fill them with real ones
+            per_batch = max(MIN_ROWS, self.batch_size * V1_STEPS // length)
+            for i in range(0, len(members), per_batch):
+                rows = members[i:i + per_batch]
+                padded = _at_least(rows, MIN_ROWS)
+                idx = b.idx[padded, :length]
+                seq = gather(c, idx, None, padded)
+                h = self._forward(sensor, seq.values, seq.doy, None,
+                                  None if c.orbit is None else c.orbit[idx], b.blank[padded])
+                out[torch.from_numpy(rows).to(self.device)] = h[:len(rows)].float()
+                if progress is not None:
+                    progress.advance(len(rows) / 2)
+        return out
+
+    def _forward(self, sensor: str, values: np.ndarray, doy: np.ndarray,
+                 mask: torch.Tensor | None, orbit: np.ndarray | None,
+                 blank: np.ndarray | None) -> torch.Tensor:
+        """Normalise raw steps with the model's statistics and run one backbone. `blank` rows
+        (a sensor without observations, bucketed schemes) are zero after normalisation and
+        carry day 0, as the published code feeds them."""
+        m = self.model
+        x = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).to(self.device)
+        d = torch.from_numpy(np.ascontiguousarray(doy, dtype=np.float32)).to(self.device)
+        if sensor == "s2":
+            x = m.normalise_s2(x)
+        else:
+            o = None if orbit is None else torch.from_numpy(np.ascontiguousarray(orbit))
+            x = m.normalise_s1(x, o)
+        if blank is not None and blank.any():
+            zero = torch.from_numpy(blank).to(self.device)
+            x = x.masked_fill(zero[:, None, None], 0.0)
+            d = d.masked_fill(zero[:, None], 0.0)
+        backbone = m.s2_backbone if sensor == "s2" else m.s1_backbone
+        with self._autocast():
+            return backbone(x.to(m.dtype), d, mask)
 
     def embed(self, batch: DPixelBatch, pixel_ids: np.ndarray | None = None,
               progress: Task | None = None) -> EmbedResult:
@@ -192,17 +271,19 @@ class Embedder:
         n = len(batch)
         if pixel_ids is None:
             pixel_ids = np.arange(n, dtype=np.int64)
-        c2, c1 = s2_candidates(batch), s1_candidates(batch)
+        if self.sampling in BUCKETED:
+            c2, c1 = s2_steps(batch), s1_candidates(batch, empty_orbit_step=False)
+        else:
+            c2, c1 = s2_candidates(batch), s1_candidates(batch)
         flags = (np.where(c2.any_valid, 0, FLAG_NO_S2) | np.where(c1.any_valid, 0, FLAG_NO_S1))
-        latent = self.model.config.latent_dim
         if n == 0:
-            return EmbedResult(np.zeros((0, latent), np.float32), flags.astype(np.uint8))
+            return EmbedResult(np.zeros((0, self.dim), np.float32), flags.astype(np.uint8))
         with torch.inference_mode():
-            h2 = self._encode(self.model.encode_s2, c2, 2, pixel_ids, progress)
-            h1 = self._encode(self.model.encode_s1, c1, 1, pixel_ids, progress)
+            h2 = self._encode("s2", c2, 2, pixel_ids, progress)
+            h1 = self._encode("s1", c1, 1, pixel_ids, progress)
             k = _at_least(np.arange(n), MIN_ROWS)
             with self._autocast():
-                emb = self.model.fuse(h2[k], h1[k])[:n].float().cpu().numpy()
+                emb = self.model.fuse(h2[k], h1[k])[:n, :self.dim].float().cpu().numpy()
         return EmbedResult(emb, flags.astype(np.uint8))
 
 
@@ -248,7 +329,7 @@ def embed_chunks(embedder: Embedder, tile: Tile, *, keep_partial: bool = False,
     embedded as SPEC 5 says (all steps used) but get a NaN scale, unless `keep_partial` keeps
     those that lack only one sensor. A pixel's result does not depend on the chunking."""
     h, w = tile.shape
-    latent = embedder.model.config.latent_dim
+    latent = embedder.dim
     rows_per_chunk = max(1, chunk_pixels // max(w, 1))
     check_embeddable(tile)
     roi = tile.roi.reshape(-1) > 0
@@ -279,7 +360,7 @@ def embed_tile_arrays(embedder: Embedder, tile: Tile, *, keep_partial: bool = Fa
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`embed_chunks` gathered in memory: (int8 (H, W, D), float32 (H, W), uint8 (H, W))."""
     h, w = tile.shape
-    latent = embedder.model.config.latent_dim
+    latent = embedder.dim
     q = np.zeros((h, w, latent), np.int8)
     s = np.full((h, w), np.nan, np.float32)
     f = np.zeros((h, w), np.uint8)
@@ -323,7 +404,7 @@ def _embed_tile(embedder: Embedder, tile: Tile, out_dir: Path, name: str | None,
                 progress: Progress | None, meta: dict[str, Any] | None) -> TileOutputs:
     name = name or tile.path.resolve().name
     h, w = tile.shape
-    latent = embedder.model.config.latent_dim
+    latent = embedder.dim
     finals = {k: out_dir / f"{name}{suffix}" for k, suffix in
               (("emb", ".npy"), ("scales", "_scales.npy"), ("flags", "_flags.npy"))}
     # renamed in this order: a pair of embeddings and scales is complete once both exist
@@ -367,10 +448,25 @@ def _output_array(path: Path, dtype: Any, shape: tuple[int, ...]) -> np.memmap[A
 
 def _provenance(embedder: Embedder, meta: dict[str, Any] | None) -> dict[str, str]:
     meta = meta or {}
-    return {"software": f"tessera-eo {__version__}", "model": "TESSERA",
+    return {"software": f"tessera-eo {__version__}",
+            "model": model_label(meta, embedder.model.config),
+            "family": embedder.family, "dims": str(embedder.dim),
             "preset": str(meta.get("preset")), "checkpoint": str(meta.get("path", "")),
             "random_init": str(bool(meta.get("random_init", False))),
             "sampling": embedder.sampling, "seed": str(embedder.seed)}
+
+
+def model_label(meta: dict[str, Any], config: Any = None) -> str:
+    """The model id outputs record: the registered id (from the metadata, else the registered
+    model with exactly this configuration), else `<family>-custom`."""
+    if meta.get("model_id"):
+        return str(meta["model_id"])
+    if config is not None:
+        spec = model_for_config(config)
+        if spec is not None:
+            return spec.id
+    family = meta.get("family") or (family_of(config) if config is not None else "v1.0")
+    return f"{family}-custom"
 
 
 def write_geotiff(q: np.ndarray, scales: np.ndarray, path: Path, crs: Any, transform: Any,

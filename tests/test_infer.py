@@ -85,7 +85,8 @@ def test_geotiff_output(tile_dir, tiny_model, tmp_path, dtype):
         assert src.crs == tile.crs and src.transform == tile.transform
         assert src.descriptions[0] == "A000" and src.descriptions[127] == "A127"
         tags = src.tags()
-        assert tags["year"] == "2022" and tags["preset"] == "tiny" and tags["model"] == "TESSERA"
+        assert tags["year"] == "2022" and tags["preset"] == "tiny" and tags["model"] == "tiny"
+        assert tags["family"] == "v1.0" and tags["dims"] == "128"
         data = src.read()
     if dtype == "float32":
         np.testing.assert_allclose(np.moveaxis(data, 0, -1), dequantize(q, s), rtol=1e-6)
@@ -125,7 +126,7 @@ def test_resolve_model_random_init_is_seeded_and_says_so():
     assert meta["random_init"] is True and meta["preset"] == "tiny"
     for a, b in zip(m1.parameters(), m2.parameters()):
         assert np.array_equal(a.detach().numpy(), b.detach().numpy())
-    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+    with pytest.raises(ValueError, match="unknown model 'huge'"):
         resolve_model(preset="huge")
 
 

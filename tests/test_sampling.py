@@ -110,3 +110,48 @@ def test_buckets_cover_once_within_budget_with_little_padding(granularity, max_p
 def test_buckets_cap_at_max_length():
     out = list(buckets(np.array([3, 5, 6]), tokens_per_batch=100, max_length=6))
     assert out[0][1] == 6
+
+
+# --- the bucketed schemes of v1.1 and v2 (SPEC 3b) --------------------------------------------
+
+from tessera.sampling import bucket_length, bucketed, resample_pattern  # noqa: E402
+
+
+def test_bucket_lengths_at_every_edge():
+    n = np.array([0, 1, 7, 8, 9, 16, 17, 255, 256, 257, 280])
+    assert bucket_length(n, "v1.1").tolist() == [8, 8, 8, 8, 16, 16, 24, 256, 256, 256, 256]
+    assert bucket_length(n, "v2").tolist() == [1, 8, 8, 8, 16, 16, 24, 256, 256, 256, 256]
+
+
+def test_resample_patterns_of_the_published_examples():
+    assert resample_pattern(3, 8, "v1.1").tolist() == [0, 1, 2, 0, 1, 1, 1, 2]
+    assert resample_pattern(5, 8, "v2").tolist() == [0, 1, 2, 3, 4, 1, 3, 4]
+    assert resample_pattern(3, 8, "v2").tolist() == [0, 1, 2, 0, 1, 2, 0, 1]
+    for scheme in ("v1.1", "v2"):
+        assert resample_pattern(8, 8, scheme).tolist() == list(range(8))
+    # thinning: v2 truncates linspace (257 -> 256 drops index 255), v1.1 takes chunk middles
+    v2 = resample_pattern(257, 256, "v2")
+    assert 255 not in v2 and v2[-1] == 256 and len(set(v2.tolist())) == 256
+    v11 = resample_pattern(280, 256, "v1.1")
+    chunks = np.array_split(np.arange(280), 256)
+    assert v11.tolist() == [int(c[len(c) // 2]) for c in chunks]
+
+
+def test_resampling_keeps_every_observation_once_in_order_then_repeats():
+    for scheme in ("v1.1", "v2"):
+        for n in range(1, 257):
+            b = int(bucket_length(np.array([n]), scheme)[0])
+            p = resample_pattern(n, b, scheme)
+            assert len(p) == b and p.min() >= 0 and p.max() < n
+            assert p[:n].tolist() == list(range(n))  # extras appended at the end
+
+
+def test_bucketed_maps_patterns_onto_valid_steps_in_time_order():
+    cand = np.zeros((3, 12), bool)
+    cand[0, [2, 5, 9]] = True  # 3 valid -> 8 steps
+    cand[1, :] = True  # 12 valid -> 16 steps
+    b = bucketed(cand, "v1.1")
+    assert b.length.tolist() == [8, 16, 8] and b.blank.tolist() == [False, False, True]
+    assert b.idx[0, :8].tolist() == [2, 5, 9, 2, 5, 5, 5, 9]
+    assert b.idx[1, :12].tolist() == list(range(12))
+    assert bucketed(cand, "v2").length.tolist() == [8, 16, 1]

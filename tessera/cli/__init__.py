@@ -2,6 +2,7 @@
 module-level function; `common` holds what they share (errors, progress bars, options).
 
     embed.py       embed, embed-points            (needs tessera-eo[model])
+    models.py      models
     simulate.py    simulate, demo
     preprocess.py  preprocess                     (needs tessera-eo[preprocess])
     train.py       shards, pretrain               (needs tessera-eo[train])
@@ -19,7 +20,7 @@ from typing import Any, Optional
 import typer
 import typer.core
 
-from tessera.cli import embed, preprocess, simulate, store, train, viz
+from tessera.cli import embed, models, preprocess, simulate, store, train, viz
 from tessera.cli.common import command, out
 
 def _flag_types_hidden() -> None:
@@ -97,6 +98,7 @@ app.command("embed-points")(embed.embed_points)
 app.command()(simulate.simulate)
 app.command()(simulate.demo)
 app.command()(info)
+app.command()(models.models)
 app.command()(preprocess.preprocess)
 app.command()(train.shards)
 app.command()(train.pretrain)

@@ -12,8 +12,13 @@ import typer
 from tessera.cli.common import (Bars, command, fail, need, out, progress_option,
                                 threads_option, warn)
 
-SAMPLING_HELP = ("all (deterministic, every valid observation) or v1 (published 40 + 40 seeded "
-                 "draws).")
+SAMPLING_HELP = ("Default: the model's. v1.0-family models: all (deterministic, every valid "
+                 "observation; default) or v1 (published 40 + 40 seeded draws). v1.1 and v2 "
+                 "models use their published schemes (v1.1, v2).")
+MODEL_HELP = ("Registered model id (`tessera models`): with --checkpoint it must fit the file "
+              "(v1.1-aws selects the AWS statistics); without, the shipped weights or a random "
+              "init of that architecture. --preset is its older name.")
+DIM_HELP = "Embedding width: v2 students offer their Matryoshka prefixes 16, 32, 64 (default 128)."
 BATCH_HELP = "Pixels per forward pass at 40 steps (default: 64 on CPU, 1024 on GPU)."
 DEVICE_HELP = "auto, cpu, cuda, cuda:1 ..."
 
@@ -21,8 +26,19 @@ DEVICE_HELP = "auto, cpu, cuda, cuda:1 ..."
 def warn_random_init(meta: dict[str, Any]) -> None:
     from tessera.infer import RANDOM_INIT_WARNING
     if meta.get("random_init"):
-        warn(f"{RANDOM_INIT_WARNING} (preset {meta.get('preset')}, init seed "
+        warn(f"{RANDOM_INIT_WARNING} (model {meta.get('model_id')}, init seed "
              f"{meta.get('init_seed')})")
+
+
+def note_model(meta: dict[str, Any]) -> None:
+    """Say what was assumed about a checkpoint (e.g. v1.1's MPC statistics) and what a
+    published file carried that inference does not use."""
+    if meta.get("note"):
+        warn(str(meta["note"]))
+    skipped = meta.get("skipped") or []
+    if skipped:
+        out.print(f"checkpoint: skipped {len(skipped)} training-only tensors "
+                  f"({', '.join(sorted({k.split('.')[0] for k in skipped}))})")
 
 
 @command
@@ -41,8 +57,9 @@ def embed(
     checkpoint: Optional[Path] = typer.Option(None, metavar="FILE", help="Checkpoint: ours "
                                               "(.safetensors + .json) or the published layout "
                                               "(.pt/.pth)."),
-    preset: Optional[str] = typer.Option(None, metavar="NAME", help="Model preset (tiny, small, "
-                                         "v1) when no checkpoint is given."),
+    model: Optional[str] = typer.Option(None, "--model", "--preset", metavar="ID",
+                                        help=MODEL_HELP),
+    dim: Optional[int] = typer.Option(None, "--dim", metavar="K", help=DIM_HELP),
     name: Optional[str] = typer.Option(None, metavar="NAME", help="Output name (default: the "
                                        "tile folder's)."),
     geotiff: bool = typer.Option(False, "--geotiff", help="Also write a GeoTIFF."),
@@ -50,7 +67,7 @@ def embed(
                                       "float32 or int8 (int8 bands + a _scales.tif)."),
     batch_size: Optional[int] = typer.Option(None, metavar="N", help=BATCH_HELP),
     device: str = typer.Option("auto", metavar="DEVICE", help=DEVICE_HELP),
-    sampling: str = typer.Option("all", metavar="SCHEME", help=SAMPLING_HELP),
+    sampling: Optional[str] = typer.Option(None, metavar="SCHEME", help=SAMPLING_HELP),
     seed: int = typer.Option(0, metavar="N", help="Seed of the v1 draws (and of a random init)."),
     bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast on GPU."),
     year: Optional[int] = typer.Option(None, metavar="YEAR", help="Year of the data (GeoTIFF "
@@ -82,28 +99,30 @@ def embed(
         fail(f"{missing[0]}: not a tile folder (directory not found)"
              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     need("torch", "model", "tessera embed")
-    from tessera.infer import (Embedder, embed_tile, resolve_model, shipped_checkpoint,
-                               use_threads)
+    from tessera.infer import (Embedder, embed_tile, model_label, resolve_model,
+                               shipped_checkpoint, use_threads)
 
     tile = Tile.open(tile_dirs[0]) if store is None else None  # bad input before model work
     use_threads(threads)
-    model, meta = resolve_model(checkpoint, preset, seed=seed)
-    embedder = Embedder(model, device=device, batch_size=batch_size,
+    net, meta = resolve_model(checkpoint, seed=seed, model=model)
+    embedder = Embedder(net, device=device, batch_size=batch_size,
                         sampling=sampling,  # type: ignore[arg-type]  # Embedder checks it
-                        seed=seed, bf16=bf16)
+                        seed=seed, bf16=bf16, dim=dim)
     warn_random_init(meta)
+    note_model(meta)
     if store is not None:
-        from tessera.pipeline.embed_store import embed_to_store, version_label
+        from tessera.pipeline.embed_store import embed_to_store, provenance
         from tessera.store.local import LocalStore
 
         weights = checkpoint if checkpoint is not None else (
             None if meta.get("random_init") else shipped_checkpoint())
-        version = version_label(meta, weights)
+        version, model_id, weights_id = provenance(meta, weights)
         for i, src in enumerate(tile_dirs, 1):
             with Bars(progress) as bars:
                 entry = embed_to_store(embedder, src, LocalStore(store), int(year or 0),
                                        grid_tile, version=version, progress=bars,
-                                       keep_partial=keep_partial)
+                                       keep_partial=keep_partial, model=model_id,
+                                       weights=weights_id)
             out.print(f"[{i}/{len(tile_dirs)}] wrote {entry.tile} {entry.year} into {store} "
                       f"({entry.height} x {entry.width} px, {entry.valid_pixels} with data, "
                       f"{entry.crs}; version {entry.version})")
@@ -115,8 +134,9 @@ def embed(
     out.print(f"wrote {res.embeddings} (int8), {res.scales.name}, {res.flags.name}"
               + "".join(f", {p.name}" for p in res.geotiffs))
     out.print(f"{res.n_pixels} pixels, {res.n_flagged} flagged (no valid S2 or S1 "
-              "observation), model preset "
-              f"{meta.get('preset')}{' (RANDOM INIT)' if meta.get('random_init') else ''}")
+              f"observation), model {model_label(meta, net.config)}, {embedder.dim} dims, "
+              f"sampling {embedder.sampling}"
+              f"{' (RANDOM INIT)' if meta.get('random_init') else ''}")
 
 
 def _parse_nodata(values: Optional[list[str]]) -> tuple[float, ...]:
@@ -164,8 +184,9 @@ def embed_points(
     output: Path = typer.Option(..., "-o", "--output", metavar="FILE",
                                 help="Output Parquet file."),
     checkpoint: Optional[Path] = typer.Option(None, metavar="FILE", help="Model checkpoint."),
-    preset: Optional[str] = typer.Option(None, metavar="NAME", help="Model preset (tiny, small, "
-                                         "v1) when no checkpoint is given."),
+    model: Optional[str] = typer.Option(None, "--model", "--preset", metavar="ID",
+                                        help=MODEL_HELP),
+    dim: Optional[int] = typer.Option(None, "--dim", metavar="K", help=DIM_HELP),
     s2_scale: str = typer.Option("x10000", metavar="SCALE", help="S2 values: x10000 "
                                  "(reflectance x 10 000) or reflectance (float 0-1)."),
     s1_encoding: str = typer.Option("db", metavar="ENCODING", help="S1 values: db (10 log10 "
@@ -191,7 +212,7 @@ def embed_points(
                                       "(tessera.bands.FILL_RULES), with a warning."),
     int8: bool = typer.Option(False, "--int8", help="Write int8 embeddings + a float32 scale "
                               "column instead of float32."),
-    sampling: str = typer.Option("all", metavar="SCHEME", help=SAMPLING_HELP),
+    sampling: Optional[str] = typer.Option(None, metavar="SCHEME", help=SAMPLING_HELP),
     seed: int = typer.Option(0, metavar="N", help="Seed of the v1 draws."),
     batch_size: Optional[int] = typer.Option(None, metavar="N", help=BATCH_HELP),
     device: str = typer.Option("auto", metavar="DEVICE", help=DEVICE_HELP),
@@ -219,8 +240,9 @@ def embed_points(
                 s2_pattern=s2_pattern, s1_pattern=s1_pattern, year=year,
                 fill_missing=fill_missing, id_column=id_column, date_column=date_column)
             summary = embed_points_file(
-                input, output, checkpoint=checkpoint, preset=preset, options=opts,
-                sampling=sampling, seed=seed, batch_size=batch_size, device=device, int8=int8)
+                input, output, checkpoint=checkpoint, model_id=model, options=opts,
+                sampling=sampling, seed=seed, batch_size=batch_size, device=device, int8=int8,
+                dim=dim)
     finally:
         _print_warnings(caught)
     flagged = summary.flagged_samples

@@ -221,17 +221,24 @@ def sample(
     """Embeddings at points, one read per tile, to a Parquet table.
 
     Columns: the input's, then status (valid / nodata / outside) and emb_000..emb_127 (float32,
-    NaN unless valid)."""
+    NaN unless valid). The file's metadata (key `tessera`) records the store's model, width,
+    weights and version for that year."""
     import pandas as pd
 
     from tessera.table import write_parquet
 
     df = _points_table(points)
-    emb, status = _client(store, cache).sample_points(
+    client = _client(store, cache)
+    emb, status = client.sample_points(
         (df["lon"].to_numpy(float), df["lat"].to_numpy(float)), year)
     table = pd.concat([df.reset_index(drop=True), pd.DataFrame({"status": status}),
                        pd.DataFrame(emb, columns=[f"emb_{i:03d}" for i in range(emb.shape[1])])],
                       axis=1)
+    held = client.model(year)
+    table.attrs["tessera"] = {"store": str(store), "year": int(year),
+                              "model": held.model if held else "", "dims": emb.shape[1],
+                              "weights": held.weights if held else "",
+                              "version": held.version if held else ""}
     write_parquet(table, output)
     counts = pd.Series(status).value_counts()
     out.print(f"wrote {output}: {len(table)} points, " + ", ".join(

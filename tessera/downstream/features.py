@@ -88,7 +88,8 @@ def tessera_embedder(model: TesseraModel | None = None, *,
                      options: Mapping[str, Any] | None = None, **embed_kwargs: Any) -> EmbedFn:
     """An `EmbedFn` embedding with `tessera.table.embed_table`: the given model, else
     `tessera.infer.resolve_model(checkpoint, preset)` (loaded once, on first use). `options`:
-    table options (default `WORLDCEREAL_OPTIONS`). Returns (ids, float32 (N, 128), flags)."""
+    table options (default `WORLDCEREAL_OPTIONS`). Returns (ids, float32 (N, D), flags), D the
+    model's embedding width (128, or a v2 student's `dim=`)."""
     from tessera.table import embed_table, embedding_columns
 
     opts = dict(WORLDCEREAL_OPTIONS if options is None else options)
@@ -100,7 +101,8 @@ def tessera_embedder(model: TesseraModel | None = None, *,
             state["model"], state["meta"] = resolve_model(checkpoint, preset)
         m = state["model"]
         out = embed_table(df, model=m, device=device, **embed_kwargs, **opts)
-        x = out[embedding_columns(m.config.latent_dim)].to_numpy(np.float32)
+        width = int(out.attrs.get("tessera", {}).get("dims") or m.config.output_dim)
+        x = out[embedding_columns(width)].to_numpy(np.float32)
         if "scale" in out.columns:  # int8 output: dequantise
             x = x * out["scale"].to_numpy(np.float32)[:, None]
         return out.iloc[:, 0].to_numpy(), x, out["flags"].to_numpy()

@@ -13,19 +13,22 @@ import os
 from pathlib import Path
 from typing import Any, NoReturn
 
-import numpy as np
 
 from tessera import __version__
 from tessera.atomic import atomic_path
-from tessera.bands import NORMALISATION_V1, S1_POLS, S2_BANDS
+from tessera.bands import S1_POLS, S2_BANDS
 from tessera.errors import CheckpointError, NotFoundError
 from tessera.model.config import ModelConfig, get_preset
-from tessera.model.published import (fit_state_dict, is_published_layout, load_published,
+from tessera.model.published import (detect_family, fit_state_dict, import_published,
                                      read_state_dict, unwrap)
+from tessera.model.registry import family_of, get_model, model_for_config
+from tessera.model.stats import get_stats
 from tessera.model.tessera_model import TesseraModel
 
 FORMAT = "tessera-checkpoint"
-FORMAT_VERSION = 1
+#: 2: the GRU pooling is the published cell (SPEC section 3). Version 1 checkpoints (tessera-eo
+#: 0.1) used torch.nn.GRU, a different function: they cannot be converted exactly.
+FORMAT_VERSION = 2
 
 
 class CheckpointConfigError(CheckpointError):
@@ -40,9 +43,12 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
 
 def make_meta(model: TesseraModel, preset: str | None, extra: dict[str, Any] | None = None
               ) -> dict[str, Any]:
+    spec = model_for_config(model.config)
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "software_version": __version__,
-        "preset": preset, "model": model.config.to_dict(), "normalisation": NORMALISATION_V1,
+        "preset": preset, "model_id": spec.id if spec is not None else None,
+        "model": model.config.to_dict(),
+        "normalisation": get_stats(model.config.stats).to_dict(),
         "s2_bands": list(S2_BANDS), "s1_pols": list(S1_POLS), **(extra or {}),
     }
 
@@ -71,22 +77,26 @@ def validate_meta(meta: dict[str, Any], source: str) -> ModelConfig:
 
     if meta.get("format") != FORMAT:
         fail("format", meta.get("format"), FORMAT)
+    if meta.get("format_version") == 1:
+        raise CheckpointConfigError(
+            f"{source}: a tessera-eo 0.1 checkpoint (format_version 1), whose GRU pooling is "
+            "torch.nn.GRU and not the published cell; it cannot be converted exactly: retrain "
+            "it (`tessera pretrain`), or use the published weights")
     if meta.get("format_version") != FORMAT_VERSION:
         fail("format_version", meta.get("format_version"), FORMAT_VERSION)
     if meta.get("s2_bands") != list(S2_BANDS):
         fail("s2_bands", meta.get("s2_bands"), list(S2_BANDS))
     if meta.get("s1_pols") != list(S1_POLS):
         fail("s1_pols", meta.get("s1_pols"), list(S1_POLS))
-    norm = meta.get("normalisation")
-    if not isinstance(norm, dict) or set(norm) != set(NORMALISATION_V1) or not all(
-            np.allclose(norm[k], NORMALISATION_V1[k], rtol=0, atol=1e-4) for k in NORMALISATION_V1):
-        fail("normalisation", norm, NORMALISATION_V1)
     if "model" not in meta:
         fail("model", None, "a dict of model sizes")
     try:
         cfg = ModelConfig.from_dict(meta["model"])
     except (TypeError, ValueError) as exc:
         raise CheckpointConfigError(f"{source}: field 'model': {exc}") from None
+    stats = get_stats(cfg.stats)
+    if not stats.matches(meta.get("normalisation")):
+        fail("normalisation", meta.get("normalisation"), stats.to_dict())
     preset = meta.get("preset")
     if preset is not None:
         try:
@@ -120,10 +130,26 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(header)
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[TesseraModel, dict[str, Any]]:
-    """Load any checkpoint a user may pass: ours (safetensors + JSON) or the published layout
-    (detected by its keys, in any file `read_state_dict` reads). Returns the model in eval mode
-    and its metadata."""
+def _has_meta(weights: Path) -> bool:
+    """Whether a .safetensors file is ours: a JSON sidecar or a `tessera` header entry."""
+    if checkpoint_paths(weights)[1].exists():
+        return True
+    try:
+        read_meta(weights)
+    except CheckpointConfigError:
+        return False
+    return True
+
+
+def load_checkpoint(path: str | os.PathLike, model_id: str | None = None
+                    ) -> tuple[TesseraModel, dict[str, Any]]:
+    """Load any checkpoint a user may pass: ours (safetensors + JSON) or a published layout
+    (v1.0, v1.1, v2: detected by its keys, in any file `read_state_dict` reads). Returns the
+    model in eval mode and its metadata, whose `model_id` names the registered model (None for
+    unregistered sizes) and `family` its family.
+
+    `model_id` (the user's `--model`) must fit the file: a checkpoint of one family given under
+    another's name is refused naming both; for v1.1 it selects the MPC or AWS statistics."""
     p = Path(path)
     ours = p.suffix in (".safetensors", ".json", "")
     weights = checkpoint_paths(p)[0] if ours else p
@@ -132,17 +158,28 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[TesseraModel, dict[str, An
             weights = p
         else:
             raise NotFoundError(f"{weights}: checkpoint not found")
-    state = unwrap(read_state_dict(weights))
-    if is_published_layout(state):
-        model = load_published(state)
+    raw = read_state_dict(weights)
+    ours = weights.suffix == ".safetensors" and _has_meta(weights)
+    if not ours and detect_family(raw) is not None:
+        model, info = import_published(raw, str(weights), model_id)
         return model, {"preset": None, "source": "published", "path": str(weights),
-                       "model": model.config.to_dict()}
-    if weights.suffix != ".safetensors":
+                       "model": model.config.to_dict(), **info}
+    if not ours:
         raise CheckpointConfigError(f"{weights}: neither a tessera checkpoint (.safetensors + "
-                                    ".json) nor the published layout")
+                                    ".json) nor a published TESSERA layout (v1.0, v1.1 or v2)")
     meta = read_meta(weights)
     cfg = validate_meta(meta, str(checkpoint_paths(weights)[1]))
     model = TesseraModel(cfg)
-    fit_state_dict(model, state, str(weights))
+    fit_state_dict(model, unwrap(raw), str(weights))
+    spec = model_for_config(cfg)
+    meta.setdefault("model_id", spec.id if spec is not None else None)
+    meta["family"] = family_of(cfg)
+    if model_id is not None:
+        wanted = get_model(model_id)
+        if wanted.family != meta["family"] or (
+                meta["model_id"] is not None and meta["model_id"] != wanted.id):
+            raise CheckpointConfigError(
+                f"{weights}: --model {wanted.id} ({wanted.family}), but this checkpoint is "
+                f"{meta['model_id'] or 'an unregistered model'} ({meta['family']})")
     meta["path"] = str(weights)
     return model.eval(), meta

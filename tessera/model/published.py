@@ -1,11 +1,14 @@
-"""Import of checkpoints in the published TESSERA layout (SPEC section 3).
+"""Import of checkpoints in the published TESSERA layouts (SPEC sections 3 and 3b).
 
-The published model names its modules as ours do, except the GRU, which is a hand-written cell
-(`attn_pool.temporal_context.gru_cell.{W_ir, W_iz, W_ih, W_hr, W_hz, W_hh}.weight`, no biases
-on the matrices, and `b_r`, `b_z`, `b_h`). Mapping it onto `torch.nn.GRU` (gate order r, z, n):
+The published models name their modules and parameters as ours do, the GRU cell included
+(`attn_pool.temporal_context.gru_cell.{W_ir, W_iz, W_ih, W_hr, W_hz, W_hh}.weight`, no biases on
+the matrices, and `b_r`, `b_z`, `b_h`): a published state dict loads as it is, once unwrapped and
+unprefixed, and is checked key by key and shape by shape. The family is read off the keys:
 
-    n = tanh(W_ih x + r * (W_hh h) + b_h)  ==  tanh(W_in x + b_in + r * (W_hn h + b_hn))
-    with b_in = b_h, b_hn = 0;  b_ir = b_r, b_hr = 0;  b_iz = b_z, b_hz = 0.
+- v1.0: a flat state dict (or wrapped), GRU pooling and one Linear `dim_reducer.0`;
+- v1.1: `model_state` / `model_state_dict`, GRU pooling and an MLP `dim_reducer.{0,1,4}`;
+  training-only `projector.*` and `segmented_matryoshka_projector.*` are skipped (and listed);
+- v2: `{"model": state dict, "args": {...}}`, attention pooling without GRU; sizes in `args`.
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ from tessera.errors import CheckpointError, NotFoundError
 from tessera.model.config import ModelConfig, get_preset
 from tessera.model.tessera_model import TesseraModel
 
-WRAPPERS = ("model_state_dict", "state_dict", "model")
+WRAPPERS = ("model_state_dict", "model_state", "state_dict", "model")
 PREFIXES = ("module.", "_orig_mod.")
 GRU = "attn_pool.temporal_context.gru_cell."
 #: Training-only parameters that a published checkpoint may carry and inference does not use.
-IGNORED_PREFIXES = ("projector.",)
+IGNORED_PREFIXES = ("projector.", "segmented_matryoshka_projector.")
 
 
 class CheckpointLayoutError(CheckpointError):
@@ -80,53 +83,81 @@ def unwrap(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def is_published_layout(state: Mapping[str, Any]) -> bool:
-    """True when a state dict uses the published GRU cell names."""
-    return any(GRU in k for k in unwrap(state))
+    """True when a state dict is one of the published families' layouts."""
+    return detect_family(state) is not None
 
 
-def infer_config(state: Mapping[str, torch.Tensor], n_heads: int | None = None) -> ModelConfig:
-    """Sizes read off the tensors; heads cannot be read off, so they default to v1's 4."""
+def detect_family(state: Mapping[str, Any]) -> str | None:
+    """"v1.0", "v1.1" or "v2" from the keys of a (wrapped) state dict; None if none fits."""
+    keys = unwrap(state)
+    if "s2_backbone.embedding.0.weight" not in keys:
+        return None
+    mlp = "dim_reducer.4.weight" in keys
+    if any(GRU in k for k in keys):
+        return "v1.1" if mlp else "v1.0"
+    if mlp and "s2_backbone.attn_pool.query.weight" in keys and not any(
+            "temporal_context" in k for k in keys):
+        return "v2"
+    return None
+
+
+def v2_args(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The `args` of a v2 checkpoint (the student's sizes), {} when absent."""
+    args = raw.get("args") if isinstance(raw, Mapping) else None
+    if args is None:
+        return {}
+    if not isinstance(args, Mapping):
+        args = vars(args) if hasattr(args, "__dict__") else {}
+    return dict(args)
+
+
+def infer_config(state: Mapping[str, torch.Tensor], n_heads: int | None = None,
+                 family: str = "v1.0", stats: str | None = None) -> ModelConfig:
+    """Sizes read off the tensors; heads cannot be read off, so they default to 4 (every
+    published model's; a v2 checkpoint's `args` say so)."""
     try:
         d_model, s2_bands = state["s2_backbone.embedding.0.weight"].shape
         s1_bands = state["s1_backbone.embedding.0.weight"].shape[1]
         ffn = state["s2_backbone.transformer_encoder.layers.0.linear1.weight"].shape[0]
-        latent = state["dim_reducer.0.weight"].shape[0]
+        latent = state["dim_reducer.4.weight" if family != "v1.0" else
+                       "dim_reducer.0.weight"].shape[0]
     except KeyError as exc:
-        raise CheckpointLayoutError("checkpoint lacks a parameter every TESSERA model has",
+        raise CheckpointLayoutError(f"checkpoint lacks a parameter every {family} model has",
                                     [str(exc.args[0])]) from None
     layers = {int(m.group(1)) for k in state
               if (m := re.match(r"s2_backbone\.transformer_encoder\.layers\.(\d+)\.", k))}
     base = get_preset("v1")
-    return ModelConfig(d_model=int(d_model), n_layers=len(layers),
-                       n_heads=n_heads or base.n_heads, ffn_dim=int(ffn), latent_dim=int(latent),
-                       s2_bands=int(s2_bands), s1_bands=int(s1_bands))
+    sizes: dict[str, Any] = dict(d_model=int(d_model), n_layers=len(layers),
+                                 n_heads=n_heads or base.n_heads, ffn_dim=int(ffn),
+                                 latent_dim=int(latent), s2_bands=int(s2_bands),
+                                 s1_bands=int(s1_bands))
+    if family == "v1.1":
+        sizes.update(fusion="mlp", embed_dim=min(128, int(latent)), stats=stats or "v1.1-mpc")
+    elif family == "v2":
+        sizes.update(fusion="mlp", pooling="attention", final_norm=True, stats=stats or "v2",
+                     dropout=0.0)
+    elif stats is not None:
+        sizes.update(stats=stats)
+    return ModelConfig(**sizes)
 
 
 def convert_published(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename published keys to ours, fusing the GRU cell into nn.GRU's packed tensors."""
-    out: dict[str, torch.Tensor] = {}
-    gru: dict[str, dict[str, torch.Tensor]] = {}
-    for k, v in state.items():
+    """Check the published GRU cell's parameters of each backbone (the names are ours too)."""
+    want = ["W_ir.weight", "W_iz.weight", "W_ih.weight", "W_hr.weight", "W_hz.weight",
+            "W_hh.weight", "b_r", "b_z", "b_h"]
+    cells: dict[str, list[str]] = {}
+    for k in state:
         if GRU in k:
             backbone, name = k.split(GRU)
-            gru.setdefault(backbone, {})[name] = v
-        else:
-            out[k] = v
-    for backbone, p in gru.items():
-        want = ["W_ir.weight", "W_iz.weight", "W_ih.weight", "W_hr.weight", "W_hz.weight",
-                "W_hh.weight", "b_r", "b_z", "b_h"]
-        missing = [backbone + GRU + n for n in want if n not in p]
-        extra = [backbone + GRU + n for n in p if n not in want]
+            cells.setdefault(backbone, []).append(name)
+    for backbone, names in cells.items():
+        missing = [backbone + GRU + n for n in want if n not in names]
+        extra = [backbone + GRU + n for n in names if n not in want]
         if missing or extra:
             raise CheckpointLayoutError(
                 "GRU cell parameters do not match W_ir/W_iz/W_ih/W_hr/W_hz/W_hh + b_r/b_z/b_h "
                 "(missing or unexpected)", missing + extra)
-        g = backbone + "attn_pool.gru."
-        out[g + "weight_ih_l0"] = torch.cat([p["W_ir.weight"], p["W_iz.weight"], p["W_ih.weight"]])
-        out[g + "weight_hh_l0"] = torch.cat([p["W_hr.weight"], p["W_hz.weight"], p["W_hh.weight"]])
-        out[g + "bias_ih_l0"] = torch.cat([p["b_r"], p["b_z"], p["b_h"]]).reshape(-1)
-        out[g + "bias_hh_l0"] = torch.zeros_like(out[g + "bias_ih_l0"])
-    return out
+    return dict(state)
 
 
 def fit_state_dict(model: TesseraModel, state: Mapping[str, torch.Tensor],
@@ -150,24 +181,86 @@ def fit_state_dict(model: TesseraModel, state: Mapping[str, torch.Tensor],
 
 
 def load_published(path_or_state_dict: str | os.PathLike | Mapping[str, Any],
-                   n_heads: int | None = None) -> TesseraModel:
-    """Build a `TesseraModel` from a checkpoint in the published layout.
+                   n_heads: int | None = None, model_id: str | None = None) -> TesseraModel:
+    """Build a `TesseraModel` from a checkpoint in a published layout (see `import_published`).
 
     Accepts a path (.pt/.pth/.ckpt/.safetensors) or a state dict, possibly wrapped
-    (`model_state_dict`, `model`) and prefixed (`module.`, `_orig_mod.`). Sizes are read from
-    the tensors. Anything that does not fit raises `CheckpointLayoutError` listing the keys.
-    """
+    (`model_state_dict`, `model_state`, `model`) and prefixed (`module.`, `_orig_mod.`). Sizes
+    are read from the tensors. Anything that does not fit raises `CheckpointLayoutError` listing
+    the keys."""
     if isinstance(path_or_state_dict, (str, os.PathLike)):
-        source = str(path_or_state_dict)
-        state = unwrap(read_state_dict(path_or_state_dict))
+        source, raw = str(path_or_state_dict), read_state_dict(path_or_state_dict)
     else:
-        source = "state dict"
-        state = unwrap(path_or_state_dict)
-    if not is_published_layout(state):
+        source, raw = "state dict", dict(path_or_state_dict)
+    return import_published(raw, source, model_id, n_heads)[0]
+
+
+def import_published(raw: Mapping[str, Any], source: str, model_id: str | None = None,
+                     n_heads: int | None = None) -> tuple[TesseraModel, dict[str, Any]]:
+    """A published checkpoint (the loaded object, still wrapped) as a model plus what is known
+    of it: `model_id` (the registered model, None for sizes nobody registered), `family`,
+    `skipped` (training-only keys left out) and `note` (what was assumed and why).
+
+    `model_id` (the user's `--model`) must name a model of the file's family; for v1.1 it
+    chooses the statistics (the file cannot say whether it is the MPC or the AWS model)."""
+    from tessera.model.registry import (MODELS, V2_PARAMS_M, get_model, model_for_config)
+
+    state = unwrap(raw)
+    family = detect_family(state)
+    if family is None:
         raise CheckpointLayoutError(
-            f"{source}: not the published layout (no '{GRU}*' keys); first keys are",
+            f"{source}: not a published TESSERA layout (v1.0, v1.1 or v2: expected "
+            f"'s2_backbone.*' and '{GRU}*' or 'dim_reducer.4.*' keys); first keys are",
             sorted(state)[:10])
-    cfg = infer_config(state, n_heads)
+    wanted = get_model(model_id) if model_id is not None else None
+    note = ""
+    stats = None
+    if family == "v2":
+        args = v2_args(raw)
+        if args.get("enable_qk_norm"):
+            raise CheckpointLayoutError(f"{source}: a v2 student with QK-norm "
+                                        "(args enable_qk_norm=True) is not supported; its "
+                                        "attention keys are", sorted(
+                                            k for k in state if "q_norm" in k or "q_proj" in k)[:4])
+        n_heads = n_heads or (int(args["nhead"]) if "nhead" in args else None)
+    if family == "v1.1":
+        stats = wanted.stats if wanted is not None and wanted.family == "v1.1" else "v1.1-mpc"
+        if wanted is None:
+            note = ("a v1.1 checkpoint does not record its input source: using the MPC "
+                    "statistics (v1.1-mpc, GeoTessera's default); pass --model v1.1-aws for "
+                    "the AWS model")
+    cfg = infer_config(state, n_heads, family, stats)
     model = TesseraModel(cfg)
-    fit_state_dict(model, convert_published(state), source)
-    return model.eval()
+    skipped = fit_state_dict(model, convert_published(state), source)
+    if family == "v2":
+        _check_v2_args(v2_args(raw), cfg, source)
+    # which registered model is this?
+    found = None
+    if family == "v2":
+        count = round(model.num_parameters() / 1e6, 2)
+        found = next((MODELS[k] for k, v in V2_PARAMS_M.items() if v == count), None)
+    else:  # the statistics are part of the config, so v1.1-mpc and v1.1-aws are told apart
+        found = model_for_config(cfg)
+    if wanted is not None:
+        if wanted.family != family:
+            raise CheckpointLayoutError(
+                f"{source}: --model {wanted.id} is a {wanted.family} model, but this checkpoint "
+                f"is a {family} model" + (f" ({found.id})" if found else "")
+                + "; its first keys are", sorted(state)[:3])
+        if found is not None and found.id != wanted.id and family != "v1.1":
+            raise CheckpointLayoutError(
+                f"{source}: --model {wanted.id}, but the checkpoint's sizes are {found.id}'s "
+                f"({found.params} parameters); its first keys are", sorted(state)[:3])
+    model_id = found.id if found is not None else (wanted.id if wanted is not None else None)
+    return model.eval(), {"model_id": model_id, "family": family, "skipped": skipped,
+                          "note": note}
+
+
+def _check_v2_args(args: Mapping[str, Any], cfg: ModelConfig, source: str) -> None:
+    """A v2 checkpoint's args must agree with its tensors (a mismatch means a damaged file)."""
+    expect = {"latent_dim": cfg.d_model // 4, "num_layers": cfg.n_layers,
+              "dim_feedforward": cfg.ffn_dim, "repr_dim": cfg.latent_dim}
+    wrong = [f"args.{k} = {args[k]!r}, tensors say {v}" for k, v in expect.items()
+             if k in args and int(args[k]) != v]
+    if wrong:
+        raise CheckpointLayoutError(f"{source}: the v2 args contradict the weights", wrong)

@@ -1,9 +1,11 @@
-"""The TESSERA v1.0 architecture (SPEC section 3).
+"""The TESSERA architectures (SPEC sections 3 and 3b), one module for every published model.
 
-Per sensor: per-timestep MLP, sinusoidal day-of-year encoding, a post-norm transformer encoder,
-GRU + attention pooling over the transformer outputs. The two 512-d (d_model) pixel vectors are
-concatenated and reduced to the 128-d representation. Module names follow the published
-checkpoint where PyTorch's layers allow it (only the GRU differs; see `published.py`).
+Per sensor: per-timestep MLP, sinusoidal day-of-year encoding, a post-norm transformer encoder and
+a pooling over time: v1.0 and v1.1 run the published GRU over the transformer outputs and score
+its LayerNorm-ed states; the v2 students score the transformer outputs directly. The two pixel
+vectors are concatenated and reduced (one Linear in v1.0; an MLP in v1.1 and v2, v2 ending in a
+LayerNorm without parameters). Module and parameter names follow the published checkpoints, so
+their weights load without renaming.
 
 Inputs are right-padded: valid steps first, padding after. Padding never changes an output:
 attention uses a key padding mask, the GRU is causal (padding comes after every valid step) and
@@ -20,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tessera.bands import NORM_EPS, S1_MEAN, S1_STD, S2_MEAN, S2_STD
+from tessera.bands import NORM_EPS
 from tessera.model.config import ModelConfig
+from tessera.model.stats import get_stats
 
 
 def doy_encoding(doy: torch.Tensor, d_model: int) -> torch.Tensor:
@@ -122,23 +125,95 @@ def _encoder_layer_onednn(owner: nn.Module, i: int, layer: nn.TransformerEncoder
                                 add=x), (d,), n2.weight, n2.bias, n2.eps)
 
 
-class AttentionPool(nn.Module):
-    """GRU over the sequence, LayerNorm, Linear(d -> 1) scores, softmax over valid steps; the
-    weights average the transformer outputs (not the GRU outputs)."""
+class GRUCell(nn.Module):
+    """The published GRU cell (SPEC section 3), which is NOT `torch.nn.GRU`'s: the reset gate
+    acts before the hidden matrix and the update gate weighs the old state the other way round:
+
+        r = sigmoid(W_ir x + W_hr h + b_r),  z = sigmoid(W_iz x + W_hz h + b_z)
+        n = tanh(W_ih x + W_hh (r * h) + b_h),  h' = (1 - z) * h + z * n
+
+    Parameters are named as the published checkpoint's (`W_ir.weight` ... `b_h`)."""
+
+    W_ir: nn.Linear
+    W_iz: nn.Linear
+    W_ih: nn.Linear
+    W_hr: nn.Linear
+    W_hz: nn.Linear
+    W_hh: nn.Linear
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        for name in ("W_ir", "W_iz", "W_ih", "W_hr", "W_hz", "W_hh"):
+            layer = nn.Linear(d, d, bias=False)
+            nn.init.xavier_uniform_(layer.weight)  # as the published code initialises them
+            setattr(self, name, layer)
+        self.b_r = nn.Parameter(torch.zeros(d))
+        self.b_z = nn.Parameter(torch.zeros(d))
+        self.b_h = nn.Parameter(torch.zeros(d))
+
+
+class GRU(nn.Module):
+    """The published GRU over a (B, T, d) sequence from h0 = 0, returning every step's state.
+
+    The input products of all steps are one matrix product (3 gates at once); each step then
+    costs one product for the r and z gates and one for the candidate."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.gru_cell = GRUCell(d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.gru_cell
+        d = c.b_r.shape[0]
+        w_in = torch.cat((c.W_ir.weight, c.W_iz.weight, c.W_ih.weight)).to(x.dtype)
+        b_in = torch.cat((c.b_r, c.b_z, c.b_h)).to(x.dtype)
+        xi = F.linear(x, w_in, b_in)  # (B, T, 3d): the input side of every gate, at once
+        w_rz_t = torch.cat((c.W_hr.weight, c.W_hz.weight)).to(x.dtype).t()  # (d, 2d)
+        w_hh_t = c.W_hh.weight.to(x.dtype).t()
+        h = x.new_zeros(x.shape[0], d)
+        out = []
+        for t in range(x.shape[1]):
+            xt = xi[:, t]
+            rz = torch.sigmoid(torch.addmm(xt[:, :2 * d], h, w_rz_t))
+            r, z = rz[:, :d], rz[:, d:]
+            n = torch.tanh(torch.addmm(xt[:, 2 * d:], r * h, w_hh_t))
+            h = torch.lerp(h, n, z)  # (1 - z) * h + z * n
+            out.append(h)
+        return torch.stack(out, dim=1)
+
+
+def _pool(scores: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax over the valid steps of (B, T) scores; the weighted sum of x (B, T, d)."""
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    w = torch.softmax(scores, dim=1)
+    return torch.bmm(w.unsqueeze(1), x).squeeze(1)
+
+
+class GRUAttentionPool(nn.Module):
+    """v1.0 and v1.1: the published GRU over the sequence, LayerNorm, Linear(d -> 1) scores,
+    softmax over valid steps; the weights average the transformer outputs (not the GRU's)."""
 
     def __init__(self, d_model: int) -> None:
         super().__init__()
-        self.gru = nn.GRU(d_model, d_model, batch_first=True)
+        self.temporal_context = GRU(d_model)
         self.layer_norm = nn.LayerNorm(d_model)
         self.query = nn.Linear(d_model, 1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        ctx, _ = self.gru(x)
-        scores = self.query(self.layer_norm(ctx)).squeeze(-1)  # (B, T)
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        w = torch.softmax(scores, dim=1)
-        return torch.bmm(w.unsqueeze(1), x).squeeze(1)
+        ctx = self.temporal_context(x)
+        return _pool(self.query(self.layer_norm(ctx)).squeeze(-1), x, mask)
+
+
+class AttentionPool(nn.Module):
+    """v2 students: Linear(d -> 1) scores of the transformer outputs, softmax, weighted sum."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(d_model, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return _pool(self.query(x).squeeze(-1), x, mask)
 
 
 class Backbone(nn.Module):
@@ -153,7 +228,8 @@ class Backbone(nn.Module):
                                            activation="relu", batch_first=True, norm_first=False)
         self.transformer_encoder = nn.TransformerEncoder(layer, cfg.n_layers,
                                                          enable_nested_tensor=False)
-        self.attn_pool = AttentionPool(d)
+        self.attn_pool: nn.Module = (GRUAttentionPool(d) if cfg.pooling == "gru"
+                                     else AttentionPool(d))
 
     def forward(self, x: torch.Tensor, doy: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -193,17 +269,35 @@ class Projector(nn.Module):
         return self.net(r)
 
 
+def _dim_reducer(cfg: ModelConfig) -> nn.Sequential:
+    """Fusion of the two concatenated pixel vectors (2d) into the representation (latent_dim):
+    v1.0 one Linear (`dim_reducer.0`); v1.1 and v2 Linear(2d, 4d), LayerNorm, ReLU, Dropout,
+    Linear(4d, latent) (`dim_reducer.{0,1,4}`), v2 then a LayerNorm without parameters."""
+    d2 = 2 * cfg.d_model
+    layers: list[nn.Module]
+    if cfg.fusion == "linear":
+        layers = [nn.Linear(d2, cfg.latent_dim)]
+    else:
+        layers = [nn.Linear(d2, 2 * d2), nn.LayerNorm(2 * d2), nn.ReLU(), nn.Dropout(0.2),
+                  nn.Linear(2 * d2, cfg.latent_dim)]
+    if cfg.final_norm:
+        layers.append(nn.LayerNorm(cfg.latent_dim, elementwise_affine=False))
+    return nn.Sequential(*layers)
+
+
 class TesseraModel(nn.Module):
-    """Raw inputs in, 128-d representation out.
+    """Raw inputs in, the representation out (`config.latent_dim` wide; the embedding is its
+    first `config.output_dim` dims).
 
     `s2` is reflectance x 10 000 in model band order, `s1` the int16 code [VV, VH]; both are
-    normalised inside with the v1.0 constants (buffers, not parameters).
+    normalised inside with the configuration's statistics (buffers, not parameters). Models whose
+    statistics differ between the S1 orbits need each S1 step's orbit (0 ascending, 1 descending).
     """
 
     # the normalisation constants, registered as buffers in __init__
     s2_mean: torch.Tensor
     s2_std: torch.Tensor
-    s1_mean: torch.Tensor
+    s1_mean: torch.Tensor  # (2 orbits, 2 polarisations)
     s1_std: torch.Tensor
 
     def __init__(self, cfg: ModelConfig, with_projector: bool = False) -> None:
@@ -211,21 +305,40 @@ class TesseraModel(nn.Module):
         self.config = cfg
         self.s2_backbone = Backbone(cfg.s2_bands, cfg)
         self.s1_backbone = Backbone(cfg.s1_bands, cfg)
-        self.dim_reducer = nn.Sequential(nn.Linear(2 * cfg.d_model, cfg.latent_dim))
+        self.dim_reducer = _dim_reducer(cfg)
         self.projector = Projector(cfg) if with_projector else None
-        for name, value in (("s2_mean", S2_MEAN), ("s2_std", S2_STD),
-                            ("s1_mean", S1_MEAN), ("s1_std", S1_STD)):
-            self.register_buffer(name, torch.as_tensor(value), persistent=False)
+        stats = get_stats(cfg.stats)
+        self.pooled_s1 = stats.pooled_s1
+        s1_mean, s1_std = stats.s1_by_orbit()
+        for name, value in (("s2_mean", stats.s2_mean), ("s2_std", stats.s2_std),
+                            ("s1_mean", s1_mean), ("s1_std", s1_std)):
+            self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32),
+                                 persistent=False)
+
+    def normalise_s2(self, s2: torch.Tensor) -> torch.Tensor:
+        """(x - mean) / (std + 1e-9) in float32, as the published inference does."""
+        return (s2.to(torch.float32) - self.s2_mean) / (self.s2_std + NORM_EPS)
+
+    def normalise_s1(self, s1: torch.Tensor, orbit: torch.Tensor | None = None) -> torch.Tensor:
+        """Each step with its orbit's statistics (`orbit` (B, T): 0 ascending, 1 descending;
+        may be None only when the model pools the orbits' statistics, as v1.0 does)."""
+        if orbit is None:
+            if not self.pooled_s1:
+                raise ValueError(f"statistics {self.config.stats!r} differ by S1 orbit: pass "
+                                 "each step's orbit")
+            mean, std = self.s1_mean[0], self.s1_std[0]
+        else:
+            o = orbit.to(device=self.s1_mean.device, dtype=torch.long)
+            mean, std = self.s1_mean[o], self.s1_std[o]
+        return (s1.to(torch.float32) - mean) / (std + NORM_EPS)
 
     def encode_s2(self, s2: torch.Tensor, doy: torch.Tensor,
                   mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = (s2.to(self.s2_mean.dtype) - self.s2_mean) / (self.s2_std + NORM_EPS)
-        return self.s2_backbone(x.to(self.dtype), doy, mask)
+        return self.s2_backbone(self.normalise_s2(s2).to(self.dtype), doy, mask)
 
-    def encode_s1(self, s1: torch.Tensor, doy: torch.Tensor,
-                  mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = (s1.to(self.s1_mean.dtype) - self.s1_mean) / (self.s1_std + NORM_EPS)
-        return self.s1_backbone(x.to(self.dtype), doy, mask)
+    def encode_s1(self, s1: torch.Tensor, doy: torch.Tensor, mask: torch.Tensor | None = None,
+                  orbit: torch.Tensor | None = None) -> torch.Tensor:
+        return self.s1_backbone(self.normalise_s1(s1, orbit).to(self.dtype), doy, mask)
 
     def fuse(self, h2: torch.Tensor, h1: torch.Tensor) -> torch.Tensor:
         return self.dim_reducer(torch.cat((h2, h1), dim=-1))
@@ -238,8 +351,10 @@ class TesseraModel(nn.Module):
 
     def forward(self, s2: torch.Tensor, s2_doy: torch.Tensor, s1: torch.Tensor,
                 s1_doy: torch.Tensor, s2_mask: torch.Tensor | None = None,
-                s1_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.fuse(self.encode_s2(s2, s2_doy, s2_mask), self.encode_s1(s1, s1_doy, s1_mask))
+                s1_mask: torch.Tensor | None = None,
+                s1_orbit: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fuse(self.encode_s2(s2, s2_doy, s2_mask),
+                         self.encode_s1(s1, s1_doy, s1_mask, s1_orbit))
 
     def num_parameters(self, include_projector: bool = False) -> int:
         return sum(p.numel() for n, p in self.named_parameters()

@@ -24,7 +24,7 @@ from tessera.geo import GridTile, parse_tile_name, tile_of
 from tessera.geo.crs import LONLAT, transformer
 from tessera.progress import Progress
 from tessera.store.local import LocalStore
-from tessera.store.manifest import TileEntry, hash_file
+from tessera.store.manifest import ManifestError, TileEntry, hash_file
 
 if TYPE_CHECKING:
     from tessera.infer import Embedder
@@ -90,10 +90,13 @@ def _inputs(source: Path) -> tuple[list[tuple[Path, int, int]], Any, Any, tuple[
 
 def embed_to_store(embedder: Embedder, source: str | Path, store: LocalStore, year: int,
                    grid_tile: str | None = None, version: str = "",
-                   progress: Progress | None = None, keep_partial: bool = False) -> TileEntry:
-    """Embed INPUT (see the module docstring) and write it as tile-year `year` of `store`.
-    The input and the store are checked before any pixel is embedded; the whole tile is held in
-    memory (int8 codes + scales: 132 bytes per pixel) and written once."""
+                   progress: Progress | None = None, keep_partial: bool = False,
+                   model: str = "", weights: str = "") -> TileEntry:
+    """Embed INPUT (see the module docstring) and write it as tile-year `year` of `store`,
+    recording `model` (registered id) and `weights` (see `provenance`). The input and the store
+    are checked before any pixel is embedded (a year of the store holding another model's
+    embeddings is refused); the whole tile is held in memory (int8 codes + scales: 132 bytes per
+    pixel) and written once."""
     from tessera.infer import embed_tile_arrays
 
     source = Path(source)
@@ -117,7 +120,14 @@ def embed_to_store(embedder: Embedder, source: str | Path, store: LocalStore, ye
         raise StoreError(f"{source}: not on the grid of {tile.name}: {why} (preprocess with "
                          f"--tile {tile.name}, or simulate with --grid-tile {tile.name})")
     if store.manifest_path.exists():
-        store.manifest()  # a store whose manifest is unreadable is refused before the work
+        # a store whose manifest is unreadable, or whose year holds another model, is refused
+        # before the work
+        probe = TileEntry(tile.name, tile.lon, tile.lat, int(year), version, "", (), w, h, 0, {},
+                          model=model, dims=embedder.dim, weights=weights)
+        try:
+            store.manifest().check_one_model(int(year), adding=probe)
+        except ManifestError as exc:
+            raise StoreError(f"{store.root}: {exc}") from None
     tiles = []
     for folder, x0, y0 in patches:
         t = Tile.open(folder)
@@ -126,8 +136,7 @@ def embed_to_store(embedder: Embedder, source: str | Path, store: LocalStore, ye
             raise StoreError(f"{folder}: patch of {ph} x {pw} px at ({x0}, {y0}) overruns "
                              f"the {h} x {w} region")
         tiles.append((t, x0, y0))
-    latent = embedder.model.config.latent_dim
-    q = np.zeros((h, w, latent), np.int8)
+    q = np.zeros((h, w, embedder.dim), np.int8)
     scales = np.full((h, w), np.nan, np.float32)
     for i, (t, x0, y0) in enumerate(tiles, 1):
         ph, pw = t.shape
@@ -141,15 +150,26 @@ def embed_to_store(embedder: Embedder, source: str | Path, store: LocalStore, ye
     scales[roi == 0] = np.nan
     q[roi == 0] = 0
     return store.write_tile(tile, year, q, scales, roi, version=version, crs=crs,
-                            transform=transform)
+                            transform=transform, model=model, weights=weights)
+
+
+def provenance(meta: dict, weights: str | Path | None = None) -> tuple[str, str, str]:
+    """(version, model, weights) for the manifest: `version` describes what produced the
+    embeddings (software version, model, weights), `model` is the registered model id (or
+    `<family>-custom`), `weights` the first 12 hex digits of the weights file's sha256, or
+    "random init seed N"."""
+    from tessera import __version__
+    from tessera.infer import model_label
+
+    model = model_label(meta)
+    if meta.get("random_init"):
+        ident = f"random init seed {meta.get('init_seed', 0)}"
+        return f"tessera-eo {__version__}, {model} RANDOM INIT", model, ident
+    ident = f"sha256:{hash_file(weights)[1][:12]}" if weights else ""
+    return (f"tessera-eo {__version__}, {model}" + (f" weights {ident[7:]}" if ident else ""),
+            model, ident)
 
 
 def version_label(meta: dict, weights: str | Path | None = None) -> str:
-    """What produced the embeddings, for the manifest's `version` column: software version,
-    preset and the first 12 hex digits of the weights file's sha256 (or RANDOM INIT)."""
-    from tessera import __version__
-
-    if meta.get("random_init"):
-        return f"tessera-eo {__version__}, {meta.get('preset')} RANDOM INIT"
-    sha = f" weights {hash_file(weights)[1][:12]}" if weights else ""
-    return f"tessera-eo {__version__}, {meta.get('preset')}{sha}"
+    """The `version` of `provenance` alone."""
+    return provenance(meta, weights)[0]

@@ -77,11 +77,21 @@ class Client:
         return self.manifest.years()
 
     def check_year(self, year: int) -> None:
-        """Refuse a year the store has no tile of, naming the years it has."""
+        """Refuse a year the store has no tile of, naming the years it has, and a year whose
+        tiles come from different models (their embeddings are not comparable)."""
         years = self.years()
         if int(year) not in years:
             raise ClientError(f"year {year} is not in the store {self.store!r} (it has "
                               f"{', '.join(map(str, years)) or 'no tiles'})")
+        try:
+            self.manifest.check_one_model(int(year))
+        except ManifestError as exc:
+            raise ClientError(f"{self.store!r}: {exc}") from None
+
+    def model(self, year: int) -> TileEntry | None:
+        """A tile entry of the year, for its model, dims and weights (one model per year)."""
+        entries = self.manifest.query(year=int(year)).entries()
+        return entries[0] if entries else None
 
     # --- reading tiles --------------------------------------------------------------------------------
     def _paths(self, e: TileEntry) -> tuple[Path, Path]:
@@ -130,7 +140,8 @@ class Client:
         q, s = self._load(e, *self._paths(e), mmap=False)
         emb = dequantize_codes(q, s) if dequantize else q
         return EmbeddingRaster(emb, s, rio_crs(e.crs), e.affine, int(e.year), tile=e.tile,
-                               tiles=(e.tile,), absent=tuple(absent), version=e.version)
+                               tiles=(e.tile,), absent=tuple(absent), version=e.version,
+                               model=e.model)
 
     def fetch_tile(self, lon: float | str | GridTile, lat: float | None = None,
                    year: int | None = None, dequantize: bool = True) -> EmbeddingRaster:
@@ -230,7 +241,8 @@ class Client:
         emb = dequantize_codes(q, s) if dequantize else q
         return EmbeddingRaster(emb, s, grid.crs, grid.transform, int(year),
                                tiles=tuple(e.tile for e in present), absent=tuple(absent),
-                               version=",".join(sorted({e.version for e in present})))
+                               version=",".join(sorted({e.version for e in present})),
+                               model=",".join(sorted({e.model for e in present})))
 
     def read_region_xarray(self, region: RegionLike, year: int, crs: Any = None,
                            resolution: float | None = None, dequantize: bool = True,

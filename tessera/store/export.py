@@ -74,7 +74,6 @@ ZARR_CONVENTIONS = {
         "uuid": "f17cb550-5864-4468-aeb7-f3180cfb622f", "name": "proj:",
         "description": "Coordinate reference system information for geospatial data"},
 }
-MODEL_URL = "https://geotessera.org/model/1.0"
 SOURCE_DATA = ["https://sentinel.esa.int/web/sentinel/missions/sentinel-1",
                "https://sentinel.esa.int/web/sentinel/missions/sentinel-2"]
 
@@ -93,12 +92,33 @@ def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 
 
+def model_uri(present: Sequence[TileEntry]) -> str:
+    """The `geoemb:model` of embeddings from these tiles (one model: clients refuse a year that
+    mixes them): `urn:tessera:model:<id>` for a registered id (`tessera models`), e.g.
+    urn:tessera:model:v1.1-mpc; a store written before models were recorded says so."""
+    models = sorted({e.model for e in present})
+    if models == [""]:
+        versions = ",".join(sorted({e.version for e in present}))
+        return f"urn:tessera:unrecorded:{versions}"
+    return ",".join(f"urn:tessera:model:{m or 'unrecorded'}" for m in models)
+
+
+def model_tags(present: Sequence[TileEntry]) -> dict[str, str]:
+    """Model, width and weights of the embeddings (GeoTIFF tags and Zarr attributes)."""
+    return {"model": ",".join(sorted({e.model or "unrecorded" for e in present})),
+            "dims": ",".join(sorted({str(e.dims) for e in present})),
+            "weights": ",".join(sorted({e.weights or "unrecorded" for e in present}))}
+
+
 # --- GeoTIFF ------------------------------------------------------------------------------------
 
 def tiff_tags(year: int, present: Sequence[TileEntry], absent: Sequence[str], dtype: str
               ) -> dict[str, str]:
     """The TESSERA_* tags of an exported GeoTIFF: versions, year, tiles present and absent."""
+    m = model_tags(present)
     tags = {"TESSERA_VERSION": ",".join(sorted({e.version for e in present})),
+            "TESSERA_MODEL": m["model"], "TESSERA_DIMS": m["dims"],
+            "TESSERA_WEIGHTS": m["weights"], "TESSERA_MODEL_URI": model_uri(present),
             "TESSERA_YEAR": str(int(year)),
             "TESSERA_TILES": ",".join(e.tile for e in present),
             "TESSERA_TILES_ABSENT": ",".join(absent),
@@ -266,10 +286,11 @@ def _zarr_create(tmp: Path, zones: list[tuple[str, TargetGrid, list[TileEntry]]]
 
     res = min(abs(e.transform[0]) for e in present)
     versions = ",".join(sorted({e.version for e in present}))
-    simulated = any(e.version.startswith("simulated") for e in present)
+    m = model_tags(present)
     geoemb: dict[str, Any] = {
         "geoemb:type": "pixel", "geoemb:dimensions": dim,
-        "geoemb:model": f"urn:tessera:{versions}" if simulated else MODEL_URL,
+        "geoemb:model": model_uri(present), "tessera:model": m["model"],
+        "tessera:weights": m["weights"],
         "geoemb:source_data": SOURCE_DATA, "geoemb:data_type": "int8", "geoemb:gsd": res,
         "geoemb:spatial_layout": "utm_zones",
         "geoemb:build_version": package_version(), "tessera:version": versions,
@@ -310,6 +331,6 @@ def _zarr_create(tmp: Path, zones: list[tuple[str, TargetGrid, list[TileEntry]]]
     return root
 
 
-__all__ = ["MODEL_URL", "SOURCE_DATA", "TIFF_BLOCK", "ZARR_CONVENTIONS", "export_geotiff",
+__all__ = ["model_uri", "model_tags", "SOURCE_DATA", "TIFF_BLOCK", "ZARR_CONVENTIONS", "export_geotiff",
            "export_tiles_geotiff", "export_zarr", "package_version", "partial_path", "tiff_tags",
            "zone_grids"]

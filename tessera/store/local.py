@@ -116,11 +116,14 @@ class LocalStore:
 
     def write_tile(self, tile: GridTile | str, year: int, embeddings: np.ndarray,
                    scales: np.ndarray, mask: np.ndarray | None = None, *, version: str,
-                   crs: Any = None, transform: Any = None) -> TileEntry:
+                   crs: Any = None, transform: Any = None, model: str = "",
+                   weights: str = "") -> TileEntry:
         """Write one tile-year (int8 (H, W, D), float32 (H, W) with NaN = no data, uint8 mask,
         default: finite scales) and record it in the manifest, replacing an older entry.
         CRS and transform default to the grid tile's own; a different shape than the tile's 10 m
-        raster needs both given (e.g. coarser test stores)."""
+        raster needs both given (e.g. coarser test stores). `model` (registered id) and
+        `weights` (their identity) are recorded with the width D; a write that would mix models,
+        widths or weights within the year is refused before any file is touched."""
         tile = parse_tile_name(tile) if isinstance(tile, str) else tile
         embeddings, scales = np.asarray(embeddings), np.asarray(scales)
         if embeddings.dtype != np.int8 or embeddings.ndim != 3:
@@ -143,6 +146,9 @@ class LocalStore:
         from rasterio.crs import CRS
 
         crs = CRS.from_user_input(crs)
+        probe = TileEntry(tile.name, tile.lon, tile.lat, int(year), version, "", (), w, h, 0, {},
+                          model=model, dims=int(embeddings.shape[2]), weights=weights)
+        self._refuse_mixing(probe)
         finals = {k: self.root / relpath(k, year, tile.name) for k in FILE_KINDS}
         tmps: dict[str, Path] = {}
         try:
@@ -157,11 +163,14 @@ class LocalStore:
                 files[k] = FileEntry(relpath(k, year, tile.name), size, sha)
             entry = TileEntry(tile.name, tile.lon, tile.lat, int(year), version,
                               crs.to_string(), tuple(transform)[:6], w, h,
-                              int(np.isfinite(scales).sum()), files)
+                              int(np.isfinite(scales).sum()), files, model=model,
+                              dims=int(embeddings.shape[2]), weights=weights)
             with self._locked():
+                current = self.manifest()
+                self._refuse_mixing(entry, current)  # again: another writer may have been first
                 for k in FILE_KINDS:
                     os.replace(tmps[k], finals[k])
-                self.manifest().upsert([entry]).write(self.manifest_path)
+                current.upsert([entry]).write(self.manifest_path)
         except BaseException as exc:
             for t in tmps.values():
                 t.unlink(missing_ok=True)
@@ -170,6 +179,16 @@ class LocalStore:
                 raise err from exc
             raise
         return entry
+
+    def _refuse_mixing(self, entry: TileEntry, manifest: Manifest | None = None) -> None:
+        if manifest is None:
+            if not self.manifest_path.exists():
+                return
+            manifest = self.manifest()
+        try:
+            manifest.check_one_model(entry.year, adding=entry)
+        except ManifestError as exc:
+            raise StoreError(f"{self.root}: {exc}") from None
 
     # --- checking ---------------------------------------------------------------------------------
     def check(self, verify_hashes: bool = True, progress: Callable[[int], object] | None = None,

@@ -1,9 +1,16 @@
 """The store manifest: a GeoParquet file with one row per tile and year.
 
-Columns: tile, lon, lat, year, version, crs, transform (6 floats, rasterio order a b c d e f),
-width, height, valid_pixels, created, `{kind}_path`, `{kind}_size`, `{kind}_sha256` for each
-file kind (embeddings, scales, mask), the tile cell as a WKB polygon (`geometry`, OGC:CRS84) and
-its `bbox` struct (GeoParquet 1.1 covering). Queries by bbox, year and tile run as vectorised
+Columns: tile, lon, lat, year, version, model, dims, weights, crs, transform (6 floats, rasterio
+order a b c d e f), width, height, valid_pixels, created, `{kind}_path`, `{kind}_size`,
+`{kind}_sha256` for each file kind (embeddings, scales, mask), the tile cell as a WKB polygon
+(`geometry`, OGC:CRS84) and its `bbox` struct (GeoParquet 1.1 covering).
+
+`model` (a registered model id, `tessera models`), `dims` (embedding width) and `weights` (what
+identifies the weights: a sha256 prefix, "random init seed N", "simulated") say what made the
+embeddings. Embeddings of different models, widths or weights are not comparable, so a year holds
+one of them only: stores refuse a write that would mix them and clients refuse to read a year
+that does (`check_one_model`). Manifests written before these columns existed read with model
+"" (unrecorded). Queries by bbox, year and tile run as vectorised
 pyarrow compute expressions over the columns, never as a Python loop over rows.
 
 Hashes are of the file bytes as stored, so `tessera store check` and the client can verify any
@@ -34,7 +41,9 @@ from tessera.errors import InputError, ManifestError
 from tessera.store.layout import FILE_KINDS
 
 GEOPARQUET_VERSION = "1.1.0"
-FORMAT_VERSION = 1  # of this manifest's columns, in the file metadata
+FORMAT_VERSION = 2  # of this manifest's columns, in the file metadata (2: model, dims, weights)
+#: Columns added by format 2, and what a format 1 manifest reads as.
+_V2_COLUMNS = {"model": (pa.string(), ""), "dims": (pa.int16(), 128), "weights": (pa.string(), "")}
 
 
 def _file_fields() -> list[pa.Field]:
@@ -54,6 +63,9 @@ SCHEMA = pa.schema([
     pa.field("lat", pa.float64(), nullable=False),
     pa.field("year", pa.int16(), nullable=False),
     pa.field("version", pa.string(), nullable=False),
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("dims", pa.int16(), nullable=False),
+    pa.field("weights", pa.string(), nullable=False),
     pa.field("crs", pa.string(), nullable=False),
     pa.field("transform", pa.list_(pa.float64(), 6), nullable=False),
     pa.field("width", pa.int32(), nullable=False),
@@ -89,6 +101,19 @@ class TileEntry:
     valid_pixels: int
     files: dict[str, FileEntry]
     created: str = ""
+    model: str = ""  # registered model id; "" = not recorded (format 1 manifests)
+    dims: int = 128
+    weights: str = ""
+
+    @property
+    def provenance(self) -> tuple[str, int, str]:
+        """What must agree between tiles of one year: (model, dims, weights)."""
+        return (self.model, int(self.dims), self.weights)
+
+    def describe_model(self) -> str:
+        if not self.model:
+            return "an unrecorded model (written before stores recorded models)"
+        return f"{self.model} ({self.dims} dims, weights {self.weights or 'unrecorded'})"
 
     @property
     def affine(self) -> Any:
@@ -146,6 +171,9 @@ class Manifest:
     def __init__(self, table: pa.Table | None = None) -> None:
         if table is None:
             table = SCHEMA.empty_table()
+        for name, (typ, default) in _V2_COLUMNS.items():  # a format 1 manifest
+            if name not in table.column_names:
+                table = table.append_column(name, pa.array([default] * table.num_rows, typ))
         missing = [f.name for f in SCHEMA if f.name not in table.column_names]
         if missing:
             raise ManifestError(f"manifest: missing columns {', '.join(missing)}")
@@ -166,7 +194,8 @@ class Manifest:
                 raise ManifestError(f"{e.tile} {e.year}: no entry for file kinds {missing}")
             w, s, ea, n = parse_tile_name(e.tile).bounds
             for name, v in (("tile", e.tile), ("lon", e.lon), ("lat", e.lat), ("year", e.year),
-                            ("version", e.version), ("crs", e.crs),
+                            ("version", e.version), ("model", e.model),
+                            ("dims", int(e.dims)), ("weights", e.weights), ("crs", e.crs),
                             ("transform", list(map(float, e.transform[:6]))),
                             ("width", e.width), ("height", e.height),
                             ("valid_pixels", e.valid_pixels), ("created", e.created or _now()),
@@ -233,7 +262,8 @@ class Manifest:
                      for k in FILE_KINDS}
             out.append(TileEntry(r["tile"], r["lon"], r["lat"], r["year"], r["version"], r["crs"],
                                  tuple(r["transform"]), r["width"], r["height"],
-                                 r["valid_pixels"], files, r["created"]))
+                                 r["valid_pixels"], files, r["created"], r["model"],
+                                 int(r["dims"]), r["weights"]))
         return out
 
     def get(self, tile: str, year: int) -> TileEntry | None:
@@ -283,6 +313,39 @@ class Manifest:
             return Manifest(t)
         return Manifest(t.filter(mask))
 
+    # --- provenance -------------------------------------------------------------------------------
+    def models(self, year: int) -> dict[tuple[str, int, str], list[str]]:
+        """The distinct (model, dims, weights) of a year, each with its tiles."""
+        found: dict[tuple[str, int, str], list[str]] = {}
+        for e in self.query(year=year).entries():
+            found.setdefault(e.provenance, []).append(e.tile)
+        return found
+
+    def check_one_model(self, year: int, adding: TileEntry | None = None) -> None:
+        """Refuse a year whose tiles come from different models, widths or weights (with
+        `adding`: refuse adding a tile that would make it so; the tile it replaces, if any,
+        does not count)."""
+        found = self.models(year)
+        if adding is not None:
+            others = {k: [t for t in v if t != adding.tile] for k, v in found.items()}
+            found = {k: v for k, v in others.items() if v}
+            if found and adding.provenance not in found:
+                (key, tiles), = list(found.items())[:1]
+                held = next(e for e in self.query(year=year, tiles=tiles[:1]).entries())
+                raise ManifestError(
+                    f"{adding.tile} {year}: the store's {year} holds embeddings of "
+                    f"{held.describe_model()} (e.g. {tiles[0]}, {len(tiles)} tiles); refusing to "
+                    f"add embeddings of {adding.describe_model()}: one model per year (write "
+                    "into another store, or re-embed the year with one model)")
+            return
+        if len(found) > 1:
+            parts = []
+            for tiles in found.values():
+                e = next(x for x in self.query(year=year, tiles=tiles[:1]).entries())
+                parts.append(f"{e.describe_model()} in {len(tiles)} tiles (e.g. {tiles[0]})")
+            raise ManifestError(f"year {year} mixes embeddings of different models: "
+                                f"{'; '.join(parts)}; they are not comparable")
+
     # --- combination ------------------------------------------------------------------------------
     def _keys(self) -> list[tuple[str, int]]:
         return list(zip(self.table.column("tile").to_pylist(), self.table.column("year").to_pylist()))
@@ -320,4 +383,7 @@ class Manifest:
                                     f"(created {cur.created} vs {e.created}); pass "
                                     "on_conflict='newer' to keep the later one")
             out[k] = e if e.created > cur.created else cur
-        return Manifest.from_entries(sorted(out.values(), key=lambda e: (e.year, e.tile)))
+        merged = Manifest.from_entries(sorted(out.values(), key=lambda e: (e.year, e.tile)))
+        for year in merged.years():
+            merged.check_one_model(year)
+        return merged

@@ -45,6 +45,7 @@ class EmbeddingRaster:
     tiles: tuple[str, ...] = ()   # the stored tiles it was made from
     absent: tuple[str, ...] = ()  # tiles of the region the store does not have for that year
     version: str = ""
+    model: str = ""  # the model id of the embeddings (`tessera models`)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -85,6 +86,7 @@ class EmbeddingRaster:
                   "x": t.c + t.a * (np.arange(w) + 0.5)}
         attrs = {"year": int(self.year), "tiles": ",".join(self.tiles),
                  "absent_tiles": ",".join(self.absent), "version": self.version,
+                 "model": self.model,
                  "long_name": band_names(d)}
         emb = self.embeddings.transpose(2, 0, 1)  # a view, no copy
         if self.dequantized:

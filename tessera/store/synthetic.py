@@ -38,6 +38,7 @@ def build_simulated_store(root: str | os.PathLike, tiles: Iterable[str | GridTil
         for t in tiles:
             t = parse_tile_name(t) if isinstance(t, str) else t
             q, s, m, g = simulated_tile_arrays(t, y, resolution, seed)
-            store.write_tile(t, y, q, s, m, version=SIMULATED_VERSION, crs=g.crs,
+            store.write_tile(t, y, q, s, m, version=SIMULATED_VERSION, model="simulated",
+                             weights="simulated", crs=g.crs,
                              transform=g.transform)
     return store

@@ -39,14 +39,16 @@ def embedding_columns(latent: int) -> list[str]:
 
 def embed_table(df: pd.DataFrame | str | os.PathLike, *, checkpoint: str | os.PathLike | None = None,
                 preset: str | None = None, options: TableOptions | None = None,
-                sampling: str = "all", seed: int = 0, batch_size: int | None = None,
+                sampling: str | None = None, seed: int = 0, batch_size: int | None = None,
                 device: str = "auto", int8: bool = False, chunk_samples: int = 8192,
-                model: TesseraModel | None = None, **option_kwargs: Any) -> pd.DataFrame:
+                model: TesseraModel | None = None, model_id: str | None = None,
+                dim: int | None = None, **option_kwargs: Any) -> pd.DataFrame:
     """Embed every sample of a long point table; one output row per sample, sorted by id.
 
     Table options come from `options` and/or keywords (`s2_scale=`, `s1_encoding=`, `nodata=`,
     `year=`, `fill_missing=`... see `TableOptions`). The model is `model` (a TesseraModel) if
-    given, else `tessera.infer.resolve_model(checkpoint, preset)`; a random init is warned about.
+    given, else `tessera.infer.resolve_model(checkpoint, model=model_id or preset)`; a random
+    init is warned about. `dim`: a v2 student's Matryoshka width (16, 32, 64; default 128).
     Samples are embedded `chunk_samples` at a time, so memory stays bounded. The result's
     `attrs["tessera"]` holds a summary (rows, observations, filled bands, model).
     """
@@ -61,17 +63,19 @@ def embed_table(df: pd.DataFrame | str | os.PathLike, *, checkpoint: str | os.Pa
         df = read_table(df)
     prepared = prepare_table(df, opts)
     if model is None:
-        model, meta = infer.resolve_model(checkpoint, preset)
+        model, meta = infer.resolve_model(checkpoint, model=model_id or preset)
     else:
-        meta = {"preset": preset, "given_model": True}
+        meta = {"preset": preset, "model_id": model_id, "given_model": True}
     if meta.get("random_init"):
-        warnings.warn(f"{infer.RANDOM_INIT_WARNING} (preset {meta.get('preset')}, init seed "
+        warnings.warn(f"{infer.RANDOM_INIT_WARNING} (model {meta.get('model_id')}, init seed "
                       f"{meta.get('init_seed')})", TableWarning, stacklevel=2)
+    if meta.get("note"):
+        warnings.warn(str(meta["note"]), TableWarning, stacklevel=2)
     embedder = infer.Embedder(model, device=device, batch_size=batch_size,
                               sampling=sampling,  # type: ignore[arg-type]  # Embedder checks it
-                              seed=seed)
+                              seed=seed, dim=dim)
     n = len(prepared)
-    latent = embedder.model.config.latent_dim
+    latent = embedder.dim
     emb = np.zeros((n, latent), np.float32)
     flags = np.zeros(n, np.uint8)
     for lo in range(0, n, chunk_samples):
@@ -96,7 +100,9 @@ def embed_table(df: pd.DataFrame | str | os.PathLike, *, checkpoint: str | os.Pa
         "s2_observations": n_s2, "s1_observations": n_s1,
         "flagged_samples": int((flags != 0).sum()), "filled_bands": prepared.filled,
         "dropped_samples": len(prepared.dropped_samples), "int8": bool(int8),
-        "sampling": sampling, "seed": seed, "preset": meta.get("preset"),
+        "model": infer.model_label(meta, model.config), "family": embedder.family,
+        "dims": embedder.dim, "sampling": embedder.sampling, "seed": seed,
+        "preset": meta.get("preset"),
         "checkpoint": str(checkpoint) if checkpoint else str(meta.get("path", "") or ""),
         "random_init": bool(meta.get("random_init", False)), "options": opts.to_dict(),
         "columns": prepared.columns, "seconds": round(time.perf_counter() - t0, 3),

@@ -51,7 +51,7 @@ def test_embed_bad_inputs(tile_dir, tmp_path):
 
 def test_embed_bad_options(tile_dir, tmp_path):
     one_line_error(run("embed", tile_dir, "-o", tmp_path / "o", "--preset", "huge"),
-                   "unknown preset 'huge'")
+                   "unknown model 'huge'")
     one_line_error(run("embed", tile_dir, "-o", tmp_path / "o", "--sampling", "random"),
                    "sampling 'random'")
     one_line_error(run("embed", tile_dir, "-o", tmp_path / "o", "--checkpoint",
@@ -86,3 +86,39 @@ def test_simulate_and_embed_512(tmp_path):
     import rasterio
     with rasterio.open(tmp_path / "emb" / "sim.tif") as src:
         assert src.count == 128 and src.width == 512
+
+
+def test_models_lists_every_registered_model():
+    import json
+
+    result = run("models")
+    assert result.exit_code == 0, result.output
+    for word in ("v1.1-mpc", "v1.1-aws", "v2-nano", "v2-medium", "57.71 M", "21.03 M",
+                 "16/32/64/128", "tessera_v1_1_aws_encoder.pt", "student_large.pt"):
+        assert word in result.output
+    rows = json.loads(run("models", "--json").output)
+    assert {r["id"] for r in rows} >= {"v1", "v2-small", "tiny"}
+
+
+def test_embed_refuses_model_options_that_do_not_fit(tile_dir, tmp_path):
+    one_line_error(run("embed", tile_dir, "-o", tmp_path / "a", "--dim", "32", "--no-progress"),
+                   "--dim 32", "128")
+    one_line_error(run("embed", tile_dir, "-o", tmp_path / "b", "--sampling", "v2",
+                       "--no-progress"), "sampling 'v2' does not fit a v1.0 model")
+    one_line_error(run("embed", tile_dir, "-o", tmp_path / "c", "--model", "v2-medium",
+                       "--no-progress"), "v2-medium", "--checkpoint")
+    one_line_error(run("embed", tile_dir, "-o", tmp_path / "d", "--model", "v7",
+                       "--no-progress"), "unknown model 'v7'")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "d").exists()
+
+
+def test_embed_a_random_init_v2_student_at_a_matryoshka_width(tile_dir, tmp_path):
+    result = run("embed", tile_dir, "-o", tmp_path / "out", "--model", "v2-small", "--dim",
+                 "16", "--geotiff", "--no-progress", "--year", "2022")
+    assert result.exit_code == 0, result.output
+    assert "RANDOMLY INITIALISED" in result.output and "v2-small, 16 dims" in result.output
+    q = np.load(tmp_path / "out" / "tile.npy")
+    assert q.shape == (16, 12, 16)
+    import rasterio
+    with rasterio.open(tmp_path / "out" / "tile.tif") as ds:
+        assert ds.count == 16 and ds.tags()["model"] == "v2-small"

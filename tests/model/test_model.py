@@ -59,8 +59,9 @@ def ref_backbone(sd, p, x, doy, n_heads):
         xt = h[:, step]
         r = torch.sigmoid(xt @ sd[g + "W_ir.weight"].T + hid @ sd[g + "W_hr.weight"].T + sd[g + "b_r"])
         z = torch.sigmoid(xt @ sd[g + "W_iz.weight"].T + hid @ sd[g + "W_hz.weight"].T + sd[g + "b_z"])
-        n = torch.tanh(xt @ sd[g + "W_ih.weight"].T + r * (hid @ sd[g + "W_hh.weight"].T) + sd[g + "b_h"])
-        hid = (1 - z) * n + z * hid
+        # the published cell: reset gate before the hidden matrix, update gate weighs the new
+        n = torch.tanh(xt @ sd[g + "W_ih.weight"].T + (r * hid) @ sd[g + "W_hh.weight"].T + sd[g + "b_h"])
+        hid = (1 - z) * hid + z * n
         ctx.append(hid)
     ctx = torch.stack(ctx, 1)
     scores = ref_linear(sd, p + "attn_pool.query", ref_layer_norm(sd, p + "attn_pool.layer_norm", ctx))
@@ -164,10 +165,15 @@ def test_published_import_refuses_with_offending_keys(edit, offending):
     assert offending in str(err.value)
 
 
-def test_published_import_refuses_our_layout():
-    model = TesseraModel(PRESETS["tiny"])
-    with pytest.raises(CheckpointLayoutError, match="not the published layout"):
-        load_published(model.state_dict())
+def test_published_import_refuses_a_torch_gru_layout():
+    """tessera-eo 0.1 kept torch.nn.GRU parameters (`weight_ih_l0`, ...): not the published
+    cell, refused by name."""
+    sd = {k: v for k, v in TesseraModel(PRESETS["tiny"]).state_dict().items()
+          if "temporal_context" not in k}
+    for bb in ("s2_backbone.", "s1_backbone."):
+        sd[bb + "attn_pool.temporal_context.weight_ih_l0"] = torch.zeros(384, 128)
+    with pytest.raises(CheckpointLayoutError, match="not a published TESSERA layout"):
+        load_published(sd)
 
 
 def test_presets_sizes():

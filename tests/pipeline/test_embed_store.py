@@ -157,3 +157,32 @@ def test_a_failing_write_leaves_the_store_as_it_was(tmp_path, monkeypatch):
         _writer(tmp_path, ["grid_5.05_45.05", "grid_5.15_45.05"], 1)
     assert (tmp_path / "manifest.parquet").read_bytes() == before
     assert LocalStore(tmp_path).check().ok  # no leftovers, the old tile intact
+
+
+def test_store_records_the_model_and_dims_and_refuses_another_model(grid_tile_dir, tmp_path):
+    """A v2 student at a Matryoshka width goes into a store that records model, width and
+    weights; the year then refuses another width's tiles; export reads it."""
+    from tessera.store.synthetic import simulated_tile_arrays
+
+    store = LocalStore(tmp_path / "s")
+    other = parse_tile_name("grid_5.95_45.05")  # a neighbour already in the year
+    q, s, m, g = simulated_tile_arrays(other, 2022, RES, dim=32)
+    store.write_tile(other, 2022, q, s, m, version="x", crs=g.crs, transform=g.transform,
+                     model="v2-small", weights="random init seed 0")
+    res = run("embed", grid_tile_dir, "--store", tmp_path / "s", "--year", "2022",
+              "--model", "v2-small", "--dim", "32", "--no-progress")
+    assert res.exit_code == 0, res.output
+    entry = store.manifest().entry(TILE, 2022)
+    assert (entry.model, entry.dims, entry.weights) == ("v2-small", 32, "random init seed 0")
+    before = (tmp_path / "s" / "manifest.parquet").read_bytes()
+    res = run("embed", grid_tile_dir, "--store", tmp_path / "s", "--year", "2022",
+              "--model", "v2-small", "--no-progress")  # 128 dims: another width
+    assert res.exit_code == 2 and "one model per year" in " ".join(res.output.split())
+    assert (tmp_path / "s" / "manifest.parquet").read_bytes() == before
+    res = run("export", "--store", tmp_path / "s", "--tile", TILE, "--year", "2022", "-o",
+              tmp_path / "x.zarr")
+    assert res.exit_code == 0, res.output
+    import zarr
+    attrs = zarr.open_group(str(tmp_path / "x.zarr"), mode="r").attrs
+    assert attrs["geoemb:model"] == "urn:tessera:model:v2-small"
+    assert attrs["geoemb:dimensions"] == 32 and attrs["tessera:weights"] == "random init seed 0"

@@ -417,7 +417,8 @@ def test_manifest_sha_change_redownloads(store, tmp_path, rec):
         h.open_file(old)
         from tessera.geo.grid import parse_tile_name
         q, s, m, g = simulated_tile_arrays(parse_tile_name(TILES[0]), 2022, seed=1)
-        store.write_tile(TILES[0], 2022, q, s, m, version="v2", crs=g.crs, transform=g.transform)
+        store.write_tile(TILES[0], 2022, q, s, m, version="v2", crs=g.crs, transform=g.transform,
+                         model="simulated", weights="simulated")  # the store's one model
         new = h.manifest().entry(TILES[0], 2022).files["embeddings"]
         assert new.sha256 != old.sha256 and new.size == old.size
         p = h.open_file(new)

@@ -99,3 +99,42 @@ def test_hash_file_streams(tmp_path):
     data = np.random.default_rng(0).bytes(3 * 1024 * 1024 + 17)
     (tmp_path / "f").write_bytes(data)
     assert hash_file(tmp_path / "f", chunk=65536) == (len(data), hashlib.sha256(data).hexdigest())
+
+
+# --- model provenance: one model per year -------------------------------------------------------
+
+import dataclasses  # noqa: E402
+
+import pyarrow as pa  # noqa: E402
+
+
+def test_model_columns_round_trip_and_format_1_manifests_read_as_unrecorded(tmp_path):
+    e = dataclasses.replace(entry(TILES[0]), model="v1.1-mpc", dims=128, weights="sha256:abc")
+    path = Manifest.from_entries([e]).write(tmp_path / "m.parquet")
+    back = Manifest.read(path).entries()[0]
+    assert (back.model, back.dims, back.weights) == ("v1.1-mpc", 128, "sha256:abc")
+    old = pq.read_table(path).drop(["model", "dims", "weights"])  # a format 1 manifest
+    pq.write_table(old, tmp_path / "old.parquet")
+    legacy = Manifest.read(tmp_path / "old.parquet").entries()[0]
+    assert (legacy.model, legacy.dims, legacy.weights) == ("", 128, "")
+    assert "unrecorded" in legacy.describe_model()
+    assert isinstance(Manifest(old).table.schema.field("dims").type, pa.DataType)
+
+
+def test_a_year_holds_one_model():
+    a = dataclasses.replace(entry(TILES[0]), model="tiny", weights="sha256:1")
+    b = dataclasses.replace(entry(TILES[1]), model="v2-small", dims=32, weights="sha256:2")
+    m = Manifest.from_entries([a])
+    m.check_one_model(2022, adding=dataclasses.replace(a, tile=TILES[1]))  # same model: fine
+    with pytest.raises(ManifestError, match=r"holds embeddings of tiny .*refusing to add "
+                                            r"embeddings of v2-small \(32 dims"):
+        m.check_one_model(2022, adding=b)
+    # replacing the only tile of the year with another model is not mixing
+    m.check_one_model(2022, adding=dataclasses.replace(b, tile=TILES[0]))
+    mixed = Manifest.from_entries([a, b])  # e.g. two machines' manifests, concatenated
+    with pytest.raises(ManifestError, match="mixes embeddings of different models"):
+        mixed.check_one_model(2022)
+    with pytest.raises(ManifestError, match="mixes"):
+        Manifest.from_entries([a]).merge(Manifest.from_entries([b]))
+    other_year = dataclasses.replace(b, year=2021)
+    Manifest.from_entries([a, other_year]).check_one_model(2022)  # years are independent

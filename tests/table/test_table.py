@@ -423,3 +423,22 @@ def test_worldcereal_fra_2022(cli, tmp_path):
                      "--s1-pattern", "S1-SIGMA0-{pol}", "--s1-encoding", "amplitude",
                      "--nodata", "65535", "--fill-missing"])
     assert res.exit_code == 2 and "--year 2022" in res.stderr
+
+
+def test_a_v2_student_at_a_matryoshka_width_is_recorded(table):
+    import torch
+
+    from tessera.model import TesseraModel
+    from tessera.model.registry import get_model
+
+    torch.manual_seed(0)
+    student = TesseraModel(get_model("v2-small").config).eval()
+    out = _embed(table, student, model_id="v2-small", dim=32)
+    assert out.filter(like="emb_").shape == (6, 32)
+    info = out.attrs["tessera"]
+    assert (info["model"], info["family"], info["dims"], info["sampling"]) == \
+        ("v2-small", "v2", 32, "v2")
+    full = _embed(table, student, model_id="v2-small")
+    np.testing.assert_array_equal(_emb(out), _emb(full)[:, :32])  # the first 32 dims
+    with pytest.raises(Exception, match="--dim 48"):
+        _embed(table, student, dim=48)

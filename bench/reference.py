@@ -1,4 +1,5 @@
-"""A plain eager reference of the TESSERA v1.0 architecture (SPEC section 3), for benchmarks.
+"""A plain eager reference of every TESSERA architecture (SPEC sections 3 and 3b), for
+benchmarks: v1.0, v1.1 and the v2 students.
 
 Written the way the original research code does it: plain `nn.Module`s with explicit per-layer
 operations, no fused kernels.
@@ -6,15 +7,18 @@ operations, no fused kernels.
 - multi-head self-attention by hand: q, k, v projected with one `in_proj_weight`, scaled dot
   products, softmax, weighted sum, `out_proj`;
 - post-norm encoder layers: x = LN1(x + SA(x)); x = LN2(x + W2 relu(W1 x));
-- a Python-loop GRU cell (r, z, n gates as SPEC section 3, written textbook-style with an input
-  bias and a hidden bias per gate, which is what `nn.GRU` computes: with b_h* = 0 it is exactly
-  the published cell);
+- a Python-loop GRU cell, the published one (SPEC section 3), written as the original code
+  writes it: six bias-free Linear layers and three biases, one step at a time;
 - attention pooling: LayerNorm on the GRU outputs, Linear(d -> 1) scores, softmax over time,
-  weights applied to the transformer outputs; fusion Linear(2d -> latent).
+  weights applied to the transformer outputs (v1.0, v1.1); v2: Linear(d -> 1) scores of the
+  transformer outputs, no GRU;
+- fusion: Linear(2d -> latent) (v1.0); Linear, LayerNorm, ReLU, Linear (v1.1, v2), v2 then a
+  LayerNorm without parameters.
 
-It holds no padding logic (fixed-length sequences only) and is meant to run under
-`torch.no_grad()` in float32. `ReferenceModel.from_tessera(model)` copies the weights of a
-`tessera.model.TesseraModel`, so both compute the same function.
+It takes NORMALISED inputs (each model's statistics applied by the caller, as the published
+datasets do before the model), holds no padding logic (fixed-length sequences only) and is meant
+to run under `torch.no_grad()` in float32. `ReferenceModel.from_tessera(model)` copies the
+weights of a `tessera.model.TesseraModel`, so both compute the same function.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ import math
 import torch
 from torch import nn
 
-from tessera.bands import NORM_EPS, S1_MEAN, S1_STD, S2_MEAN, S2_STD
 
 
 class RefSelfAttention(nn.Module):
@@ -65,29 +68,36 @@ class RefEncoderLayer(nn.Module):
 
 
 class RefGRUCell(nn.Module):
-    """r = s(W_ir x + b_ir + W_hr h + b_hr), z = s(W_iz x + b_iz + W_hz h + b_hz),
-    n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) * n + z * h."""
+    """r = s(W_ir x + W_hr h + b_r), z = s(W_iz x + W_hz h + b_z),
+    n = tanh(W_ih x + W_hh (r * h) + b_h), h' = (1 - z) * h + z * n."""
 
     def __init__(self, d: int) -> None:
         super().__init__()
-        self.W_ir, self.W_iz, self.W_in = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
-        self.W_hr, self.W_hz, self.W_hn = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        for name in ("W_ir", "W_iz", "W_ih", "W_hr", "W_hz", "W_hh"):
+            setattr(self, name, nn.Linear(d, d, bias=False))
+        self.b_r = nn.Parameter(torch.zeros(d))
+        self.b_z = nn.Parameter(torch.zeros(d))
+        self.b_h = nn.Parameter(torch.zeros(d))
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        r = torch.sigmoid(self.W_ir(x) + self.W_hr(h))
-        z = torch.sigmoid(self.W_iz(x) + self.W_hz(h))
-        n = torch.tanh(self.W_in(x) + r * self.W_hn(h))
-        return (1 - z) * n + z * h
+        r = torch.sigmoid(self.W_ir(x) + self.W_hr(h) + self.b_r)
+        z = torch.sigmoid(self.W_iz(x) + self.W_hz(h) + self.b_z)
+        n = torch.tanh(self.W_ih(x) + self.W_hh(r * h) + self.b_h)
+        return (1 - z) * h + z * n
 
 
 class RefAttentionPool(nn.Module):
-    def __init__(self, d: int) -> None:
+    def __init__(self, d: int, gru: bool = True) -> None:
         super().__init__()
-        self.gru_cell = RefGRUCell(d)
-        self.layer_norm = nn.LayerNorm(d)
+        self.gru = gru
+        if gru:
+            self.gru_cell = RefGRUCell(d)
+            self.layer_norm = nn.LayerNorm(d)
         self.query = nn.Linear(d, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.gru:  # v2: plain attention pooling
+            return (torch.softmax(self.query(x), dim=1) * x).sum(dim=1)
         b, t, d = x.shape
         h = torch.zeros(b, d, dtype=x.dtype, device=x.device)
         outputs = []
@@ -111,14 +121,14 @@ def doy_positional_encoding(doy: torch.Tensor, d_model: int) -> torch.Tensor:
 
 class RefBackbone(nn.Module):
     def __init__(self, n_bands: int, d_model: int, n_layers: int, n_heads: int,
-                 ffn_dim: int) -> None:
+                 ffn_dim: int, gru: bool = True) -> None:
         super().__init__()
         self.d_model = d_model
         self.embedding = nn.Sequential(nn.Linear(n_bands, d_model), nn.ReLU(),
                                        nn.Linear(d_model, d_model))
         self.layers = nn.ModuleList(RefEncoderLayer(d_model, n_heads, ffn_dim)
                                     for _ in range(n_layers))
-        self.attn_pool = RefAttentionPool(d_model)
+        self.attn_pool = RefAttentionPool(d_model, gru)
 
     def forward(self, x: torch.Tensor, doy: torch.Tensor) -> torch.Tensor:
         h = self.embedding(x) + doy_positional_encoding(doy, self.d_model)
@@ -128,24 +138,26 @@ class RefBackbone(nn.Module):
 
 
 class ReferenceModel(nn.Module):
-    """Raw S2 (reflectance x 10 000) and S1 (int16 code) sequences in, 128-d out."""
+    """Normalised S2 and S1 sequences in (each (B, T, bands) + (B, T) days of year), the
+    representation out (the embedding is its first `embed_dim` dims)."""
 
-    def __init__(self, d_model: int = 512, n_layers: int = 4, n_heads: int = 4,
-                 ffn_dim: int = 4096, latent_dim: int = 128, s2_bands: int = 10,
-                 s1_bands: int = 2) -> None:
+    def __init__(self, cfg) -> None:  # type: ignore[no-untyped-def]  # a tessera ModelConfig
         super().__init__()
-        self.s2_backbone = RefBackbone(s2_bands, d_model, n_layers, n_heads, ffn_dim)
-        self.s1_backbone = RefBackbone(s1_bands, d_model, n_layers, n_heads, ffn_dim)
-        self.dim_reducer = nn.Sequential(nn.Linear(2 * d_model, latent_dim))
-        self.register_buffer("s2_mean", torch.as_tensor(S2_MEAN), persistent=False)
-        self.register_buffer("s2_std", torch.as_tensor(S2_STD), persistent=False)
-        self.register_buffer("s1_mean", torch.as_tensor(S1_MEAN), persistent=False)
-        self.register_buffer("s1_std", torch.as_tensor(S1_STD), persistent=False)
+        gru = cfg.pooling == "gru"
+        d = cfg.d_model
+        self.s2_backbone = RefBackbone(cfg.s2_bands, d, cfg.n_layers, cfg.n_heads, cfg.ffn_dim, gru)
+        self.s1_backbone = RefBackbone(cfg.s1_bands, d, cfg.n_layers, cfg.n_heads, cfg.ffn_dim, gru)
+        if cfg.fusion == "linear":
+            layers: list[nn.Module] = [nn.Linear(2 * d, cfg.latent_dim)]
+        else:
+            layers = [nn.Linear(2 * d, 4 * d), nn.LayerNorm(4 * d), nn.ReLU(), nn.Identity(),
+                      nn.Linear(4 * d, cfg.latent_dim)]
+        if cfg.final_norm:
+            layers.append(nn.LayerNorm(cfg.latent_dim, elementwise_affine=False))
+        self.dim_reducer = nn.Sequential(*layers)
 
-    def forward(self, s2: torch.Tensor, s2_doy: torch.Tensor, s1: torch.Tensor,
+    def forward(self, x2: torch.Tensor, s2_doy: torch.Tensor, x1: torch.Tensor,
                 s1_doy: torch.Tensor) -> torch.Tensor:
-        x2 = (s2.float() - self.s2_mean) / (self.s2_std + NORM_EPS)
-        x1 = (s1.float() - self.s1_mean) / (self.s1_std + NORM_EPS)
         h2 = self.s2_backbone(x2, s2_doy)
         h1 = self.s1_backbone(x1, s1_doy)
         return self.dim_reducer(torch.cat([h2, h1], dim=-1))
@@ -154,15 +166,15 @@ class ReferenceModel(nn.Module):
     def from_tessera(cls, model: nn.Module) -> "ReferenceModel":
         """A reference holding a copy of the weights of a `TesseraModel` (our module names)."""
         cfg = model.config
-        ref = cls(cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ffn_dim, cfg.latent_dim,
-                  cfg.s2_bands, cfg.s1_bands)
+        ref = cls(cfg)
         src = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
         dst: dict[str, torch.Tensor] = {}
         for bb in ("s2_backbone", "s1_backbone"):
-            for k in ("embedding.0.weight", "embedding.0.bias", "embedding.2.weight",
-                      "embedding.2.bias", "attn_pool.layer_norm.weight",
-                      "attn_pool.layer_norm.bias", "attn_pool.query.weight",
-                      "attn_pool.query.bias"):
+            keys = ["embedding.0.weight", "embedding.0.bias", "embedding.2.weight",
+                    "embedding.2.bias", "attn_pool.query.weight", "attn_pool.query.bias"]
+            if cfg.pooling == "gru":
+                keys += ["attn_pool.layer_norm.weight", "attn_pool.layer_norm.bias"]
+            for k in keys:
                 dst[f"{bb}.{k}"] = src[f"{bb}.{k}"]
             for i in range(cfg.n_layers):
                 s, t = f"{bb}.transformer_encoder.layers.{i}.", f"{bb}.layers.{i}."
@@ -171,17 +183,13 @@ class ReferenceModel(nn.Module):
                           "linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias",
                           "norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias"):
                     dst[t + k] = src[s + k]
-            g, c = f"{bb}.attn_pool.gru.", f"{bb}.attn_pool.gru_cell."
-            # nn.GRU packs the gates in the order r, z, n
-            for packed, names in (("weight_ih_l0", ("W_ir", "W_iz", "W_in")),
-                                  ("weight_hh_l0", ("W_hr", "W_hz", "W_hn"))):
-                for name, w in zip(names, src[g + packed].chunk(3, dim=0)):
-                    dst[f"{c}{name}.weight"] = w.clone()
-            for packed, names in (("bias_ih_l0", ("W_ir", "W_iz", "W_in")),
-                                  ("bias_hh_l0", ("W_hr", "W_hz", "W_hn"))):
-                for name, b in zip(names, src[g + packed].chunk(3, dim=0)):
-                    dst[f"{c}{name}.bias"] = b.clone()
-        dst["dim_reducer.0.weight"] = src["dim_reducer.0.weight"]
-        dst["dim_reducer.0.bias"] = src["dim_reducer.0.bias"]
+            if cfg.pooling == "gru":
+                g, c = f"{bb}.attn_pool.temporal_context.gru_cell.", f"{bb}.attn_pool.gru_cell."
+                for name in ("W_ir.weight", "W_iz.weight", "W_ih.weight", "W_hr.weight",
+                             "W_hz.weight", "W_hh.weight", "b_r", "b_z", "b_h"):
+                    dst[c + name] = src[g + name].clone()
+        for k, v in src.items():
+            if k.startswith("dim_reducer."):
+                dst[k] = v
         ref.load_state_dict(dst, strict=True)
         return ref.eval()
