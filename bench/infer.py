@@ -21,7 +21,7 @@ process measures, with random weights:
 
 Every model runs in its own process, so each peak RSS belongs to one model alone.
 
-Run from the repository root: `python bench/infer.py` (about 3 minutes on 2 CPU cores),
+Run from the repository root: `python bench/infer.py` (about 8 minutes on 2 CPU cores),
 `python bench/infer.py --quick` for a smoke run, `--help` for the options.
 """
 
@@ -49,7 +49,7 @@ TOLERANCE = 1e-5
 ORDER = ("tiny", "small", "v1", "v1.1-mpc", "v1.1-aws", "v2-nano", "v2-small", "v2-medium",
          "v2-large")
 #: Default pixel counts per model (CPU); GPU runs use GPU_PIXEL_FACTOR times more.
-PIXELS = {"tiny": 4096, "small": 1024, "v1": 512, "v1.1-mpc": 256, "v1.1-aws": 256,
+PIXELS = {"tiny": 4096, "small": 1024, "v1": 512, "v1.1-mpc": 512, "v1.1-aws": 512,
           "v2-nano": 4096, "v2-small": 1024, "v2-medium": 512, "v2-large": 256}
 QUICK_PIXELS = {"tiny": 256, "small": 128, "v1": 16, "v1.1-mpc": 16, "v1.1-aws": 16,
                 "v2-nano": 128, "v2-small": 64, "v2-medium": 32, "v2-large": 16}
@@ -152,10 +152,10 @@ def _rss_mib() -> float:
     return r / 1024.0 if sys.platform != "darwin" else r / 2**20
 
 
-def gemm_gflops(device) -> dict[str, float]:
-    """Best-of-a-few float32 GEMM rates at an FFN-like shape (2560 x 512 x 4096): the ceiling
-    a model made of such products can reach. On CPU both the MKL sgemm behind nn.Linear and,
-    where this PyTorch has it, oneDNN's linear with pre-packed weights."""
+def gemm_kernels(device) -> dict[str, Any]:
+    """Float32 GEMMs at an FFN-like shape (2560 x 512 x 4096): the ceiling a model made of such
+    products can reach. On CPU both the MKL sgemm behind nn.Linear and, where this PyTorch has
+    it, oneDNN's linear with pre-packed weights."""
     import torch
     import torch.nn.functional as F
 
@@ -170,13 +170,21 @@ def gemm_gflops(device) -> dict[str, float]:
             kernels["onednn"]()
         except (AttributeError, RuntimeError):
             kernels.pop("onednn", None)
+    return kernels
+
+
+def gemm_gflops(device, kernels: dict[str, Any], tries: int = 3) -> dict[str, float]:
+    """Best-of-`tries` rate of each GEMM kernel now (GFLOP/s). Sampled once per repeat,
+    between the model's runs, so the ceiling sees the same machine noise as the model."""
+    import torch
+
     inner = 2 if device.type == "cpu" else 50
     rates = {}
     with torch.inference_mode():
         for name, fn in kernels.items():
             fn()
             best = math.inf
-            for _ in range(6):
+            for _ in range(tries):
                 _sync(device)
                 t0 = time.perf_counter()
                 for _ in range(inner):
@@ -185,6 +193,26 @@ def gemm_gflops(device) -> dict[str, float]:
                 best = min(best, (time.perf_counter() - t0) / inner)
             rates[name] = 2 * 2560 * 512 * 4096 / best / 1e9
     return rates
+
+
+#: The profiler's names of the operators that run matrix products on CPU.
+MATMUL_OPS = ("mkldnn::_linear_pointwise", "aten::addmm", "aten::mm", "aten::bmm",
+              "aten::baddbmm", "aten::addbmm")
+
+
+def matmul_share(embedder, batch) -> float:  # type: ignore[no-untyped-def]
+    """Share of one profiled `embed` call's wall time spent inside matrix-product kernels: how
+    close the pipeline comes to its own matrix-product limit (the products running at whatever
+    rate their shapes allow), independent of the GEMM ceiling's run-to-run noise."""
+    from torch.profiler import ProfilerActivity, profile
+
+    embedder.embed(batch)  # warm at these sizes
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        embedder.embed(batch)
+        wall = time.perf_counter() - t0
+    inside = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS)
+    return inside / 1e6 / wall
 
 
 def _normalised(values, stats_mean, stats_std):  # type: ignore[no-untyped-def]
@@ -303,8 +331,9 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
                 res[rows] = ref(*x)[:, :keep].float().cpu().numpy()
         return res
 
-    ours_t, ref_t = [], []
+    ours_t, ref_t, ceiling = [], [], []
     emb = ref_emb = None
+    kernels: dict[str, Any] = {}
     for r in range(reps):
         t0 = time.perf_counter()
         emb = embedder.embed(batch, ids).embeddings
@@ -322,6 +351,9 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
             t0 = time.perf_counter()
             ref_emb = run_ref()
             ref_t.append(time.perf_counter() - t0)
+        if not kernels:  # after the first run's RSS reading: its buffers stay out of it
+            kernels = gemm_kernels(device)
+        ceiling.append(gemm_gflops(device, kernels))
     out["times"] = ours_t
     out["px_s"] = n / statistics.median(ours_t)
     if ref_t:
@@ -332,7 +364,10 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
         out["emb_abs_max"] = float(np.abs(ref_emb).max())
         out["max_abs_diff"] = float(np.abs(emb - ref_emb).max())
         out["rel_diff"] = out["max_abs_diff"] / max(out["emb_abs_max"], 1e-12)
-    del groups, ref, emb, ref_emb
+    out["gemm_gflops"] = {k: statistics.median(c[k] for c in ceiling) for k in kernels}
+    out["sgemm_gflops"] = max(out["gemm_gflops"].values())
+    out["gemm_best_gflops"] = max(max(c.values()) for c in ceiling)
+    del groups, ref, emb, ref_emb, kernels
 
     # ---- v1.0 family: the deterministic `all` scheme with bucketing on a cloudy input
     if job["all_pixels"] and embedder.family == "v1.0":
@@ -359,8 +394,8 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
         out["all_rss_mib"] = _rss_mib()
         if cuda:
             out["all_cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-    out["gemm_gflops"] = gemm_gflops(device)  # last: its buffers stay out of the RSS peaks
-    out["sgemm_gflops"] = max(out["gemm_gflops"].values())
+    if not cuda:  # last: the profiler's memory stays out of the RSS peaks
+        out["matmul_share"] = matmul_share(embedder, batch.take(slice(0, min(n, 8 * bs))))
     return out
 
 
@@ -423,8 +458,8 @@ def _fmt(v: Any, spec: str) -> str:
 
 def _tables(results: list[dict[str, Any]]) -> list[tuple[str, list[str], list[list[str]]]]:
     cols = ["model", "device", "scheme", "params M", "steps/px", "GFLOP/px", "pixels", "batch",
-            "px/s", "GFLOP/s", "% GEMM", "peak RSS MiB", "GPU peak MiB", "ref px/s",
-            "ours/ref", "best-of ratio", "max |diff| rel"]
+            "px/s", "GFLOP/s", "GEMM GFLOP/s", "% GEMM", "% time in GEMM", "peak RSS MiB",
+            "GPU peak MiB", "ref px/s", "ours/ref", "best-of ratio", "max |diff| rel"]
     all_cols = ["model", "device", "pixels", "batch", "steps/px", "padding %", "px/s",
                 "peak RSS MiB", "GPU peak MiB"]
     rows, all_rows = [], []
@@ -434,7 +469,9 @@ def _tables(results: list[dict[str, Any]]) -> list[tuple[str, list[str], list[li
         rows.append([
             r["model"], r["device"], r["scheme"], f"{r['params_m']:.2f}", f"{r['steps_px']:.0f}",
             f"{r['gflop_px']:.3f}", str(r["pixels"]), str(r["batch_size"]), f"{r['px_s']:.1f}",
-            f"{gf:.0f}", f"{100 * gf / r['sgemm_gflops']:.0f}", f"{r['rss_mib']:.0f}",
+            f"{gf:.0f}", f"{r['sgemm_gflops']:.0f}", f"{100 * gf / r['sgemm_gflops']:.0f}",
+            _fmt(None if "matmul_share" not in r else 100 * r["matmul_share"], ".0f"),
+            f"{r['rss_mib']:.0f}",
             _fmt(r.get("cuda_peak_mib"), ".0f"), _fmt(r.get("ref_px_s"), ".1f"),
             _fmt(r.get("ratio"), ".2f"), _fmt(r.get("ratio_best"), ".2f"),
             _fmt(diff, ".1e") + ("" if diff is None or diff < TOLERANCE else " FAIL")])
@@ -468,8 +505,12 @@ def report(results: list[dict[str, Any]], wall: float, skipped: list[str]) -> bo
         "px/s: tessera.infer.Embedder end to end (sampling, gathering, model), median of the "
         "repeats; random weights.",
         "GFLOP/s = px/s x GFLOP/px (matrix products only, at each pixel's own sequence "
-        "lengths); % GEMM = that over the best float32 GEMM rate measured at an FFN-like "
-        f"shape (GFLOP/s, {gemm}).",
+        "lengths); % GEMM = that over the float32 GEMM rate at an FFN-like shape (2560 x 512 "
+        "x 4096), sampled after every repeat (best of 3 there, median over the repeats: the "
+        f"ceiling sees the same machine noise as the model; GFLOP/s, {gemm}).",
+        "% time in GEMM: share of a profiled embed call's wall time (up to 8 batches of "
+        "pixels) inside matrix-product kernels (CPU; the rest is attention softmax, "
+        "LayerNorm, the GRU's gates, gathering and Python).",
         "ref: bench/reference.py, plain eager, same weights, same sequences, no_grad, float32, "
         "same batch size, model time only; ours/ref = ratio of the median times, best-of "
         "ratio = ratio of the best times (repeats interleaved).",

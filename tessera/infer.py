@@ -228,8 +228,12 @@ class Embedder:
         for length in np.unique(b.length):
             length = int(length)
             members = np.flatnonzero(b.length == length)
-            # forward passes run on MIN_ROWS pixels at least anyway: fill them with real ones
+            # forward passes run on MIN_ROWS pixels at least anyway: fill them with real ones,
+            # and split a bucket into equal passes (58 pixels as 29 + 29, not 53 + 5 padded
+            # to 16): fewer padded rows, same bits (an embedding never depends on its batch)
             per_batch = max(MIN_ROWS, self.batch_size * V1_STEPS // length)
+            passes = -(-len(members) // per_batch)
+            per_batch = -(-len(members) // passes)
             for i in range(0, len(members), per_batch):
                 rows = members[i:i + per_batch]
                 padded = _at_least(rows, MIN_ROWS)
