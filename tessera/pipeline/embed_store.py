@@ -119,13 +119,13 @@ def embed_to_store(embedder: Embedder, source: str | Path, store: LocalStore, ye
     if why:
         raise StoreError(f"{source}: not on the grid of {tile.name}: {why} (preprocess with "
                          f"--tile {tile.name}, or simulate with --grid-tile {tile.name})")
-    if store.manifest_path.exists():
-        # a store whose manifest is unreadable, or whose year holds another model, is refused
-        # before the work
+    if store.root.exists():
+        # a store whose manifest is unreadable, a GeoTessera layout (read-only), or a year that
+        # holds another model, is refused before the work
         probe = TileEntry(tile.name, tile.lon, tile.lat, int(year), version, "", (), w, h, 0, {},
                           model=model, dims=embedder.dim, weights=weights)
         try:
-            store.manifest().check_one_model(int(year), adding=probe)
+            store.manifest_for_writing().check_one_model(int(year), adding=probe)
         except ManifestError as exc:
             raise StoreError(f"{store.root}: {exc}") from None
     tiles = []

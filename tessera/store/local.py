@@ -55,14 +55,24 @@ class CheckReport:
 class LocalStore:
     """A store rooted at a directory (created on the first write)."""
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, dataset_version: str | None = None) -> None:
         self.root = Path(root)
+        self.dataset_version = dataset_version
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
 
     def describe(self) -> str:
         return repr(self)
+
+    def geotessera_layout(self) -> Any:
+        """The GeoTessera layout this directory holds (`tessera.store.geotessera.Layout`), or
+        None for a tessera store (or an empty directory)."""
+        from tessera.store import geotessera
+
+        if self.manifest_path.is_file() and geotessera.is_own_manifest(self.manifest_path):
+            return None
+        return geotessera.detect(self.root, self.dataset_version)
 
     def is_local(self, f: FileEntry) -> bool:
         return True
@@ -72,10 +82,30 @@ class LocalStore:
         return self.root / MANIFEST
 
     def manifest(self) -> Manifest:
-        if not self.manifest_path.exists():
-            if self.root.is_dir():
-                return Manifest()
+        """The store's manifest; a directory in one of GeoTessera's layouts is read as a store
+        (read-only, `tessera.store.geotessera`). A directory in no known layout is an error:
+        reading it must not look like reading an empty store."""
+        if not self.root.is_dir():
             raise StoreError(f"{self.root}: no such store directory")
+        layout = self.geotessera_layout()
+        if layout is not None:
+            from tessera.store.geotessera import read_manifest
+            return read_manifest(self.root, layout)
+        if not self.manifest_path.exists():
+            raise StoreError(f"{self.root}: not a store: no {MANIFEST} (a tessera store), nor "
+                             "registry.parquet / manifest.parquet + landmasks.parquet or "
+                             "npy/*/manifest.parquet (GeoTessera's layouts)")
+        return Manifest.read(self.manifest_path)
+
+    def manifest_for_writing(self) -> Manifest:
+        """For writing: this store's manifest, empty before the first tile; a directory holding
+        a GeoTessera layout is refused (its registries are not ours to rewrite)."""
+        layout = self.geotessera_layout()
+        if layout is not None:
+            raise StoreError(f"{self.root}: {layout.describe()}, read-only here: write "
+                             "into a tessera store (another directory)")
+        if not self.manifest_path.exists():
+            return Manifest()
         return Manifest.read(self.manifest_path)
 
     def path(self, f: FileEntry | str) -> Path:
@@ -93,7 +123,7 @@ class LocalStore:
             raise StoreError(f"{p}: listed in the manifest but missing")
         if p.stat().st_size != f.size:
             raise StoreError(f"{p}: {p.stat().st_size} bytes, the manifest says {f.size}")
-        if verify and hash_file(p)[1] != f.sha256:
+        if verify and f.sha256 and hash_file(p)[1] != f.sha256:
             raise StoreError(f"{p}: sha256 differs from the manifest (corrupt or stale)")
         return p
 
@@ -112,7 +142,7 @@ class LocalStore:
         """Add (or replace) manifest rows for tile-years whose files are already in place,
         under the store's lock, so concurrent writers never lose each other's rows."""
         with self._locked():
-            self.manifest().upsert(list(entries)).write(self.manifest_path)
+            self.manifest_for_writing().upsert(list(entries)).write(self.manifest_path)
 
     def write_tile(self, tile: GridTile | str, year: int, embeddings: np.ndarray,
                    scales: np.ndarray, mask: np.ndarray | None = None, *, version: str,
@@ -166,7 +196,7 @@ class LocalStore:
                               int(np.isfinite(scales).sum()), files, model=model,
                               dims=int(embeddings.shape[2]), weights=weights)
             with self._locked():
-                current = self.manifest()
+                current = self.manifest_for_writing()
                 self._refuse_mixing(entry, current)  # again: another writer may have been first
                 for k in FILE_KINDS:
                     os.replace(tmps[k], finals[k])
@@ -182,9 +212,7 @@ class LocalStore:
 
     def _refuse_mixing(self, entry: TileEntry, manifest: Manifest | None = None) -> None:
         if manifest is None:
-            if not self.manifest_path.exists():
-                return
-            manifest = self.manifest()
+            manifest = self.manifest_for_writing()
         try:
             manifest.check_one_model(entry.year, adding=entry)
         except ManifestError as exc:
@@ -210,7 +238,7 @@ class LocalStore:
                     rep.missing.append(f.path)
                 elif p.stat().st_size != f.size:
                     rep.size_mismatch.append(f.path)
-                elif verify_hashes and hash_file(p)[1] != f.sha256:
+                elif verify_hashes and f.sha256 and hash_file(p)[1] != f.sha256:
                     rep.hash_mismatch.append(f.path)
                 if progress is not None:
                     progress(f.size)

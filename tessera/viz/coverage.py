@@ -30,7 +30,10 @@ def coverage_table(manifest: Manifest) -> pd.DataFrame:
     df["bytes"] = sum(df[f"{k}_size"].astype("int64") for k in FILE_KINDS)
     g = df.groupby("year", sort=True).agg(tiles=("tile", "nunique"),
                                           valid_pixels=("valid_pixels", "sum"),
+                                          unknown=("valid_pixels", "min"),
                                           bytes=("bytes", "sum")).reset_index()
+    # -1: a store that does not record counts (GeoTessera's registries) for some tile
+    g.loc[g["unknown"] < 0, "valid_pixels"] = -1
     return g[cols].astype("int64")
 
 

@@ -229,7 +229,10 @@ def sample_pixels(store: Store, tiles: Sequence[TileLike], year: int, n_sample: 
     if int(n_sample) < 3:
         raise VizError(f"n_sample {n_sample}: expected at least 3 pixels for a 3-component PCA")
     entries = resolve_tiles(store, tiles, year)
-    counts = np.array([e.valid_pixels for e in entries], np.int64)
+    # stores that do not record valid-pixel counts (GeoTessera's registries: -1): count them
+    counts = np.array([e.valid_pixels if e.valid_pixels >= 0
+                       else int(np.isfinite(open_tile(store, e)[1]).sum()) for e in entries],
+                      np.int64)
     total = int(counts.sum())
     if total < 3:
         raise VizError(f"{len(entries)} tile(s) of {year} ({', '.join(e.tile for e in entries)}) "
@@ -243,7 +246,7 @@ def sample_pixels(store: Store, tiles: Sequence[TileLike], year: int, n_sample: 
             continue
         q, s = open_tile(store, e)
         valid = np.flatnonzero(np.isfinite(s))
-        if len(valid) != e.valid_pixels:
+        if len(valid) != counts[i]:
             raise VizError(f"{e.tile} {e.year}: the manifest lists {e.valid_pixels} valid pixels "
                            f"but {e.files['scales'].path} has {len(valid)} finite scales (stale "
                            "manifest or corrupt file; run `tessera store check`)")

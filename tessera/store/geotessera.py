@@ -1,0 +1,217 @@
+"""Reading the embedding stores that the `geotessera` client publishes and mirrors, as tessera
+stores (read-only): their registries become a `Manifest`, so the client, sampling, exports and
+pictures work on them unchanged.
+
+Layouts recognised in a local directory (facts from geotessera 0.7.5 and 0.11.0):
+
+    registry.parquet + landmasks.parquet                     geotessera <= 0.8 (GeoParquet;
+        global_0.1_degree_representation/{year}/grid_X_Y/     sha256 `hash` / `scales_hash`,
+            grid_X_Y.npy, grid_X_Y_scales.npy                 `file_size` / `scales_size`)
+        global_0.1_degree_tiff_all/grid_X_Y.tiff              the landmask: CRS + transform
+    manifest.parquet (`grid_size` column) + landmasks.parquet geotessera >= 0.10 local mode
+        global_0.1_degree_representation/..., global_0.1_degree_tiff_all/...   (sizes, no hash)
+    npy/{dataset}/manifest.parquet, npy/{dataset}/{year}/grid_X_Y/...        a 0.10 mirror
+        landmasks/{version}/landmasks.parquet, landmasks/{version}/grid_X_Y.tiff
+
+A tile is in the store when its embedding file is: a registry lists the whole published
+catalogue, a mirror holds the part it downloaded. The tile's georeferencing is its landmask's
+(CRS and transform, as geotessera takes it), its size the embedding array's. Valid-pixel counts
+are not recorded by these registries (-1 in the manifest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+from tessera.errors import StoreError
+from tessera.store.manifest import FileEntry, Manifest, TileEntry
+
+LEGACY_REGISTRY = "registry.parquet"
+LANDMASKS = "landmasks.parquet"
+REGISTRY_MANIFEST = "manifest.parquet"  # geotessera >= 0.10; told apart from ours by columns
+EMBEDDINGS_DIR = "global_0.1_degree_representation"
+LANDMASKS_DIR = "global_0.1_degree_tiff_all"
+#: Columns a registry must have, by layout.
+REQUIRED = {"registry": ("lat", "lon", "year", "hash", "file_size"),
+            "manifest": ("lat", "lon", "year", "grid_size")}
+LANDMASK_REQUIRED = ("lat", "lon", "file_size")
+#: geotessera's normalised versions and our model ids (other datasets keep their own names).
+_MODELS = {"1.0": "v1"}
+_YEAR_DIR = re.compile(r"^\d{4}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where one GeoTessera dataset lives inside a directory (paths relative to it)."""
+
+    kind: str  # "registry" (geotessera <= 0.8) or "manifest" (geotessera >= 0.10)
+    registry: str
+    landmasks: str
+    embeddings_dir: str
+    landmasks_dir: str
+    dataset: str  # "v1", "v1.1-cam", ...
+
+    def describe(self) -> str:
+        what = ("geotessera <= 0.8 registry" if self.kind == "registry"
+                else "geotessera >= 0.10 manifest")
+        return f"a GeoTessera store ({what} {self.registry}, dataset {self.dataset})"
+
+
+def is_own_manifest(path: Path) -> bool:
+    """Whether `path` is this project's manifest (not geotessera's `manifest.parquet`)."""
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except Exception:  # unreadable: let the manifest reader say why
+        return True
+    return "tile" in names or "grid_size" not in names
+
+
+def _version_path(dataset: str) -> str:
+    return dataset.split("-", 1)[0]  # "v1.1-cam" -> "v1.1"
+
+
+def detect(root: Path, dataset_version: str | None = None) -> Layout | None:
+    """The GeoTessera layout of a local directory, or None when it holds none."""
+    if (root / LEGACY_REGISTRY).is_file():
+        return Layout("registry", LEGACY_REGISTRY, LANDMASKS, EMBEDDINGS_DIR, LANDMASKS_DIR,
+                      "v1")
+    own = root / REGISTRY_MANIFEST
+    if own.is_file() and not is_own_manifest(own):
+        return Layout("manifest", REGISTRY_MANIFEST, LANDMASKS, EMBEDDINGS_DIR, LANDMASKS_DIR,
+                      dataset_version or "v1")
+    datasets = sorted(p.parent.name for p in (root / "npy").glob(f"*/{REGISTRY_MANIFEST}"))
+    if not datasets:
+        return None
+    if dataset_version is None:
+        if len(datasets) > 1:
+            raise StoreError(f"{root}: a GeoTessera mirror of {len(datasets)} datasets "
+                             f"({', '.join(datasets)}): choose one with --dataset-version")
+        dataset_version = datasets[0]
+    if dataset_version not in datasets:
+        raise StoreError(f"{root}: no dataset {dataset_version!r} in this GeoTessera mirror "
+                         f"(it has {', '.join(datasets)})")
+    vp = _version_path(dataset_version)
+    return Layout("manifest", f"npy/{dataset_version}/{REGISTRY_MANIFEST}",
+                  f"landmasks/{vp}/{LANDMASKS}", f"npy/{dataset_version}", f"landmasks/{vp}",
+                  dataset_version)
+
+
+def _read_table(path: Path, required: tuple[str, ...], what: str) -> Any:
+    import pandas as pd
+
+    try:
+        df = pd.read_parquet(path)
+    except FileNotFoundError:
+        raise StoreError(f"{path}: the {what} is missing") from None
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise StoreError(f"{path}: not a readable Parquet {what} ({exc})") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise StoreError(f"{path}: the {what} lacks the columns {', '.join(missing)} "
+                         f"(expected {', '.join(required)})")
+    return df
+
+
+def _key(lon: float, lat: float) -> tuple[int, int]:
+    return round(float(lon) * 100), round(float(lat) * 100)
+
+
+def _georef(path: Path) -> tuple[str, tuple[float, ...]]:
+    import rasterio
+
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None or src.transform is None or src.transform.is_identity:
+                raise StoreError(f"{path}: the landmask has no CRS or transform (GeoTessera "
+                                 "takes a tile's georeferencing from it)")
+            return src.crs.to_string(), tuple(src.transform)[:6]
+    except rasterio.errors.RasterioIOError as exc:
+        raise StoreError(f"{path}: not a readable landmask GeoTIFF ({exc})") from None
+
+
+def _shape(path: Path) -> tuple[int, int, int]:
+    import numpy as np
+
+    try:
+        a = np.load(path, mmap_mode="r", allow_pickle=False)  # reads the header only
+        shape, dtype = a.shape, a.dtype
+        del a
+    except Exception as exc:
+        raise StoreError(f"{path}: not a readable .npy embedding file ({exc})") from None
+    if len(shape) != 3 or dtype.kind != "i" or dtype.itemsize != 1:
+        raise StoreError(f"{path}: expected an int8 (height, width, dims) array, got {dtype} "
+                         f"{shape}")
+    return shape[0], shape[1], shape[2]
+
+
+def read_manifest(root: Path, layout: Layout) -> Manifest:
+    """The tiles of `layout` present under `root`, as a read-only tessera Manifest."""
+    from tessera.geo.grid import tile_of
+
+    kind = layout.kind
+    reg_path = root / layout.registry
+    reg = _read_table(reg_path, REQUIRED[kind], f"GeoTessera {kind} ({layout.describe()})")
+    if kind == "manifest" and "version" in reg.columns:
+        versions = sorted({str(v) for v in reg["version"].astype(str)})
+        if len(versions) > 1:
+            raise StoreError(f"{reg_path}: rows of several dataset versions "
+                             f"({', '.join(versions)}); expected one per manifest")
+    lm_path = root / layout.landmasks
+    lm = _read_table(lm_path, LANDMASK_REQUIRED, "GeoTessera landmask registry")
+    lm_rows = {_key(lon, lat): r for lon, lat, r in zip(lm["lon"], lm["lat"],
+                                                        lm.to_dict("records"))}
+    # the tiles present: their embedding files (a registry lists the whole catalogue)
+    present = set()
+    emb_root = root / layout.embeddings_dir
+    for year_dir in emb_root.iterdir() if emb_root.is_dir() else ():
+        if year_dir.is_dir() and _YEAR_DIR.match(year_dir.name):
+            for npy in year_dir.glob("grid_*/grid_*.npy"):
+                if npy.parent.name == npy.stem:
+                    present.add((int(year_dir.name), npy.stem))
+    version = str(reg["version"].iloc[0]) if "version" in reg.columns and len(reg) else "1.0"
+    model = _MODELS.get(version, f"geotessera:{layout.dataset}")
+    entries = []
+    seen = set()
+    for r in reg.to_dict("records"):
+        tile = tile_of(float(r["lon"]), float(r["lat"]))
+        year = int(r["year"])
+        if (year, tile.name) not in present or (year, tile.name) in seen:
+            continue
+        seen.add((year, tile.name))
+        folder = f"{layout.embeddings_dir}/{year}/{tile.name}/{tile.name}"
+        emb_rel, sc_rel = f"{folder}.npy", f"{folder}_scales.npy"
+        lm_rel = f"{layout.landmasks_dir}/{tile.name}.tiff"
+        lrow = lm_rows.get(_key(tile.lon, tile.lat))
+        if lrow is None:
+            raise StoreError(f"{lm_path}: no row for {tile.name}, whose embeddings "
+                             f"{emb_rel} are in the store (GeoTessera takes a tile's "
+                             "georeferencing from its landmask)")
+        sc_path = root / sc_rel
+        if not sc_path.is_file():
+            raise StoreError(f"{sc_path}: missing (the scales of {root / emb_rel})")
+        emb_size = int(r["file_size"] if kind == "registry" else r["grid_size"])
+        sc_size = r.get("scales_size")
+        sc_size = int(sc_path.stat().st_size if sc_size is None or sc_size != sc_size
+                      else sc_size)
+        h, w, dims = _shape(root / emb_rel)
+        crs, transform = _georef(root / lm_rel)
+
+        def sha(value: Any) -> str:
+            return str(value) if isinstance(value, str) else ""
+
+        entries.append(TileEntry(
+            tile=tile.name, lon=tile.lon, lat=tile.lat, year=year, version=version,
+            crs=crs, transform=transform, width=w, height=h, valid_pixels=-1,
+            files={"embeddings": FileEntry(emb_rel, emb_size, sha(r.get("hash"))),
+                   "scales": FileEntry(sc_rel, sc_size, sha(r.get("scales_hash"))),
+                   "mask": FileEntry(lm_rel, int(lrow["file_size"]), sha(lrow.get("hash")))},
+            model=model, dims=dims, weights=f"geotessera {layout.dataset}"))
+    return Manifest.from_entries(entries)
+
+
+__all__ = ["Layout", "detect", "is_own_manifest", "read_manifest"]
