@@ -1,7 +1,7 @@
 # The two set-up commands of the README: `make demo` and `make test`.
 BIN := .venv/bin
 
-.PHONY: install demo test test-slow bench bench-preprocess bench-train pretrain-tiny evaluate clean
+.PHONY: install geotessera-clients demo test test-slow bench bench-preprocess bench-train pretrain-tiny evaluate clean
 
 install: .venv/.installed
 
@@ -9,10 +9,18 @@ install: .venv/.installed
 	bash scripts/install.sh
 	touch $@
 
+# The real geotessera clients (0.7.5, and 0.11.0 when a Python 3.12 is found) that the
+# interoperability tests run against, each in its own venv.
+geotessera-clients: .venv-geotessera/.installed
+
+.venv-geotessera/.installed: scripts/install_geotessera.sh
+	bash scripts/install_geotessera.sh
+	touch $@
+
 demo: install
 	$(BIN)/tessera demo demo_out
 
-test: install
+test: install geotessera-clients
 	$(BIN)/ruff check tessera tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -n 2
@@ -37,4 +45,4 @@ evaluate: install
 	$(BIN)/python scripts/eval_worldcereal.py --out eval_out
 
 clean:
-	rm -rf .venv demo_out .pytest_cache
+	rm -rf .venv .venv-geotessera demo_out .pytest_cache
