@@ -108,10 +108,13 @@ class StoreRequestHandler(BaseHTTPRequestHandler):
             self.server.log(RequestLog(self.client_address[0], method, self.path, status,
                                        self.headers.get("Range"), nbytes))
 
-    def handle_one_request(self) -> None:
-        super().handle_one_request()
-        if self.server.busy:
-            self.close_connection = True  # others are waiting for a thread
+    def end_headers(self) -> None:
+        if self.server.busy and not self.close_connection:
+            # others are waiting for a thread: this connection lets go of its thread after this
+            # response, and says so in it (a keep-alive connection closed without
+            # `Connection: close` loses the client's next request)
+            self.send_header("Connection", "close")
+        super().end_headers()
 
     # --- methods -----------------------------------------------------------------------------
     def do_GET(self) -> None:

@@ -95,3 +95,22 @@ def test_absurd_range_headers_are_answered(served):
         if status != 416:
             assert data == body
         c.close()
+
+
+def test_a_busy_server_announces_closing_a_keep_alive_connection(world, monkeypatch):
+    """When most threads are taken, a keep-alive connection gives its thread back after a
+    response, and that response says `Connection: close`: a client's next request then opens a
+    new connection instead of being lost on the closed one (RemoteDisconnected)."""
+    from tessera.store import server as srv_mod
+
+    monkeypatch.setattr(srv_mod._StoreHTTPServer, "busy", property(lambda self: True))
+    path, body = _file(world)
+    with srv_mod.serve_store(world.store) as srv:
+        port = int(srv.url.rsplit(":", 1)[1].strip("/"))
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for _ in range(3):  # keep-alive from the client's side
+            c.request("GET", path, headers={"Range": "bytes=0-63"})
+            r = c.getresponse()
+            assert r.status == 206 and r.read() == body[:64]
+            assert r.getheader("Connection") == "close"
+        c.close()
