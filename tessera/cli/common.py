@@ -193,6 +193,12 @@ def store_option() -> Any:
                              "default $TESSERA_STORE.")
 
 
+def dataset_version_option() -> Any:
+    return typer.Option(None, "--dataset-version", metavar="DATASET",
+                        help="Which dataset of a GeoTessera mirror holding several (e.g. v1, "
+                             "v1.1-cam).")
+
+
 def cache_option() -> Any:
     return typer.Option(None, "--cache", metavar="DIR",
                         help="Download cache of an HTTP store (default: $TESSERA_CACHE or "

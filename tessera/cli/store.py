@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from tessera.cli.common import (Bars, bbox_option, cache_option, command, err, fail, out,
+from tessera.cli.common import (Bars, bbox_option, cache_option, command, dataset_version_option,
+                                err, fail, out,
                                 overwrite_option, progress_option, region_of, region_option,
                                 store_option, tile_option, year_option)
 
@@ -25,9 +26,10 @@ FORMATS = {"npy": None, "tiff": "tiles", "zarr": "zarr"}
 CONFIRM_ABOVE = 4_000_000_000
 
 
-def _client(store: str, cache: Optional[Path]) -> Client:
+def _client(store: str, cache: Optional[Path], dataset: Optional[str] = None) -> Client:
+    from tessera.store import open_store
     from tessera.store.client import Client
-    return Client(store, cache_dir=cache)
+    return Client(open_store(store, cache_dir=cache, dataset_version=dataset))
 
 
 @command
@@ -97,6 +99,7 @@ def download(
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be read, downloaded "
                                  "and written; do nothing."),
     cache: Optional[Path] = cache_option(),
+    dataset: Optional[str] = dataset_version_option(),
     jobs: int = typer.Option(4, metavar="N", min=1, help="Tiles downloaded at once (npy)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="zarr: replace an existing store "
                                    "(npy and tiff outputs resume instead)."),
@@ -112,7 +115,7 @@ def download(
     if fmt not in FORMATS:
         fail(f"--format {fmt!r}: expected npy, tiff or zarr")
     where = region_of(bbox, region, tile)
-    client = _client(store, cache)
+    client = _client(store, cache, dataset)
     client.check_year(year)
     export_format = FORMATS[fmt]
     with warnings.catch_warnings():
@@ -217,6 +220,7 @@ def sample(
     output: Path = typer.Option(..., "-o", "--output", metavar="FILE", help="Output .parquet."),
     store: str = store_option(),
     cache: Optional[Path] = cache_option(),
+    dataset: Optional[str] = dataset_version_option(),
 ) -> None:
     """Embeddings at points, one read per tile, to a Parquet table.
 
@@ -228,7 +232,7 @@ def sample(
     from tessera.table import write_parquet
 
     df = _points_table(points)
-    client = _client(store, cache)
+    client = _client(store, cache, dataset)
     emb, status = client.sample_points(
         (df["lon"].to_numpy(float), df["lat"].to_numpy(float)), year)
     table = pd.concat([df.reset_index(drop=True), pd.DataFrame({"status": status}),
@@ -268,6 +272,7 @@ def export(
     yes: bool = typer.Option(False, "--yes", help="Go ahead with an export of more than 4 GB "
                              "(uncompressed; the dry run says how much)."),
     cache: Optional[Path] = cache_option(),
+    dataset: Optional[str] = dataset_version_option(),
 ) -> None:
     """A region as one GeoTIFF mosaic or a Zarr v3 store, streamed window by window.
 
@@ -289,7 +294,7 @@ def export(
              "zone's own grid)")
     if output.exists() and not overwrite and not dry_run:
         fail(f"{output}: exists (use --overwrite to replace it)")
-    client = _client(store, cache)
+    client = _client(store, cache, dataset)
     client.check_year(year)
     fmt = "zarr" if is_zarr else ("geotiff-int8" if dtype == "int8" else "geotiff")
     with warnings.catch_warnings():

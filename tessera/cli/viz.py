@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from tessera.cli.common import (bbox_option, cache_option, command, out, region_of,
+from tessera.cli.common import (bbox_option, cache_option, command, dataset_version_option, out,
+                                region_of,
                                 region_option, store_option, tile_option, year_option)
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ def visualize(
                                  "fit."),
     seed: int = typer.Option(0, metavar="N", help="Seed of the PCA sample."),
     cache: Optional[Path] = cache_option(),
+    dataset: Optional[str] = dataset_version_option(),
 ) -> None:
     """False colour of a region: PCA to RGB fitted once across all its tiles (no seams).
 
@@ -51,7 +53,7 @@ def visualize(
     if region is not None:
         from tessera.geo import Region
         where = Region.parse(where)
-    st = open_store(store, cache_dir=cache)
+    st = open_store(store, cache_dir=cache, dataset_version=dataset)
     pca = viz.PcaRgb.load(pca_from) if pca_from else None
     res = viz.render_region(st, where, year, output, geotiff, pca=pca, max_size=max_size,
                             n_sample=n_sample, seed=seed, stretch=stretch)
@@ -71,12 +73,13 @@ def coverage(
     png: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE",
                                        help="Coverage map PNG."),
     cache: Optional[Path] = cache_option(),
+    dataset: Optional[str] = dataset_version_option(),
 ) -> None:
     """Which tiles the store holds per year: a table, and a map with -o."""
     from tessera.store import open_store
     from tessera.viz import coverage_map, coverage_table
 
-    man = open_store(store, cache_dir=cache).manifest()
+    man = open_store(store, cache_dir=cache, dataset_version=dataset).manifest()
     table = coverage_table(man)
     out.print(table.to_string(index=False) if len(table) else "the store is empty")
     if png is not None:

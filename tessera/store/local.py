@@ -91,6 +91,9 @@ class LocalStore:
         if layout is not None:
             from tessera.store.geotessera import read_manifest
             return read_manifest(self.root, layout)
+        if self.dataset_version is not None:
+            raise StoreError(f"{self.root}: --dataset-version {self.dataset_version}: not a "
+                             "GeoTessera mirror (a tessera store holds one dataset)")
         if not self.manifest_path.exists():
             raise StoreError(f"{self.root}: not a store: no {MANIFEST} (a tessera store), nor "
                              "registry.parquet / manifest.parquet + landmasks.parquet or "

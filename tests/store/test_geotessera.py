@@ -175,3 +175,30 @@ def test_cli_samples_a_geotessera_store(stores: dict[str, Path], tmp_path: Path)
     assert want is not None
     np.testing.assert_allclose(df.filter(like="emb_").iloc[0].to_numpy(np.float32), want,
                                rtol=1e-6)
+
+
+def test_cli_dataset_version_picks_a_mirror_dataset(stores: dict[str, Path],
+                                                    tmp_path: Path) -> None:
+    from tessera.cli import app
+
+    root = shutil.copytree(stores["mirror"], tmp_path / "m")
+    shutil.copytree(root / "npy/v1", root / "npy/v1.1-cam")
+    shutil.copytree(root / "landmasks/v1", root / "landmasks/v1.1")
+    pts = tmp_path / "p.csv"
+    pts.write_text("lon,lat\n0.15,52.05\n")
+    runner = CliRunner()
+    base = ["sample", str(pts), "-s", str(root), "--year", "2024", "-o"]
+    res = runner.invoke(app, [*base, str(tmp_path / "a.parquet")])
+    assert res.exit_code == 2 and "--dataset-version" in res.output
+    res = runner.invoke(app, [*base, str(tmp_path / "b.parquet"), "--dataset-version",
+                              "v1.1-cam"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, [*base, str(tmp_path / "c.parquet"), "--dataset-version", "v1",
+                              "-s", str(stores["registry"])])
+    assert res.exit_code == 0, res.output  # a single-dataset GeoTessera store: accepted
+    (tmp_path / "own").mkdir()
+    from tessera.store.synthetic import build_simulated_store
+    build_simulated_store(tmp_path / "own", ["grid_0.15_52.05"], years=[2024], resolution=2000)
+    res = runner.invoke(app, [*base, str(tmp_path / "d.parquet"), "--dataset-version", "v1",
+                              "-s", str(tmp_path / "own")])
+    assert res.exit_code == 2 and "not a GeoTessera mirror" in res.output
