@@ -117,6 +117,11 @@ def _read_table(path: Path, required: tuple[str, ...], what: str) -> Any:
     return df
 
 
+def _sha(value: Any) -> str:
+    """A registry's sha256 column value, "" where it has none (missing, NaN)."""
+    return value if isinstance(value, str) else ""
+
+
 def _key(lon: float, lat: float) -> tuple[int, int]:
     return round(float(lon) * 100), round(float(lat) * 100)
 
@@ -200,16 +205,12 @@ def read_manifest(root: Path, layout: Layout) -> Manifest:
                       else sc_size)
         h, w, dims = _shape(root / emb_rel)
         crs, transform = _georef(root / lm_rel)
-
-        def sha(value: Any) -> str:
-            return str(value) if isinstance(value, str) else ""
-
         entries.append(TileEntry(
             tile=tile.name, lon=tile.lon, lat=tile.lat, year=year, version=version,
             crs=crs, transform=transform, width=w, height=h, valid_pixels=-1,
-            files={"embeddings": FileEntry(emb_rel, emb_size, sha(r.get("hash"))),
-                   "scales": FileEntry(sc_rel, sc_size, sha(r.get("scales_hash"))),
-                   "mask": FileEntry(lm_rel, int(lrow["file_size"]), sha(lrow.get("hash")))},
+            files={"embeddings": FileEntry(emb_rel, emb_size, _sha(r.get("hash"))),
+                   "scales": FileEntry(sc_rel, sc_size, _sha(r.get("scales_hash"))),
+                   "mask": FileEntry(lm_rel, int(lrow["file_size"]), _sha(lrow.get("hash")))},
             model=model, dims=dims, weights=f"geotessera {layout.dataset}"))
     return Manifest.from_entries(entries)
 

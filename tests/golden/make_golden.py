@@ -100,18 +100,9 @@ def make_v1(upstream: Path) -> dict[str, np.ndarray]:
     src = upstream / "tessera_infer_QAT" / "src"
     modules = _load(src / "models" / "modules.py", "upstream_modules")
     const = _constants(src / "datasets" / "ssl_dataset.py")
-    c = V1_SMALL
-    s2b = modules.TransformerEncoder(10, c["latent_dim"], c["nhead"], c["num_encoder_layers"],
-                                     c["dim_feedforward"])
-    s1b = modules.TransformerEncoder(2, c["latent_dim"], c["nhead"], c["num_encoder_layers"],
-                                     c["dim_feedforward"])
-    net = torch.nn.Module()
-    net.s2_backbone, net.s1_backbone = s2b, s1b
-    net.dim_reducer = torch.nn.Sequential(torch.nn.Linear(8 * c["latent_dim"], c["latent_dim"]))
-    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    weights = fixture_weights(shapes)
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
-    net.eval()
+    net = _upstream_v1_net(modules)
+    s2b, s1b = net.s2_backbone, net.s1_backbone
+    _weights_into(net)
     x = v1_inputs()
     s2 = (x["s2"].astype(np.float32) - const["S2_BAND_MEAN"]) / (const["S2_BAND_STD"] + 1e-9)
     s1 = (x["s1"].astype(np.float32) - const["S1_BAND_MEAN"]) / (const["S1_BAND_STD"] + 1e-9)
@@ -211,6 +202,20 @@ def _stub_unused_imports() -> None:
                 sys.modules[name] = mod
 
 
+def _upstream_v1_net(modules):  # type: ignore[no-untyped-def]
+    """The upstream v1.0 network at V1_SMALL sizes: its two backbones and one Linear fusion."""
+    import torch
+
+    c = V1_SMALL
+    net = torch.nn.Module()
+    net.s2_backbone = modules.TransformerEncoder(10, c["latent_dim"], c["nhead"],
+                                                 c["num_encoder_layers"], c["dim_feedforward"])
+    net.s1_backbone = modules.TransformerEncoder(2, c["latent_dim"], c["nhead"],
+                                                 c["num_encoder_layers"], c["dim_feedforward"])
+    net.dim_reducer = torch.nn.Sequential(torch.nn.Linear(8 * c["latent_dim"], c["latent_dim"]))
+    return net
+
+
 def _weights_into(net, seed: int = 1000) -> dict[str, np.ndarray]:
     import torch
     shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
@@ -229,20 +234,13 @@ def make_tile_v1(upstream: Path, work: Path) -> dict[str, np.ndarray]:
     dataset = _load(src / "datasets" / "ssl_dataset.py", "upstream_ssl_dataset")
     processing = _load(src / "utils" / "data_processing.py", "upstream_data_processing")
     quant = _load(src / "models" / "quantization.py", "upstream_quantization")
-    c = V1_SMALL
-    s2b = modules.TransformerEncoder(10, c["latent_dim"], c["nhead"], c["num_encoder_layers"],
-                                     c["dim_feedforward"])
-    s1b = modules.TransformerEncoder(2, c["latent_dim"], c["nhead"], c["num_encoder_layers"],
-                                     c["dim_feedforward"])
-    net = torch.nn.Module()
-    net.s2_backbone, net.s1_backbone = s2b, s1b
-    net.dim_reducer = torch.nn.Sequential(torch.nn.Linear(8 * c["latent_dim"], c["latent_dim"]))
+    net = _upstream_v1_net(modules)
     _weights_into(net)
     tile = write_tile_npy(work / "tile_v1_0", golden_tile("exact40"))
     ds = dataset.SingleTileInferenceDataset(str(tile), min_valid_timesteps=0)
     h, w = ds.H, ds.W
-    emb = np.zeros((h * w, c["latent_dim"]), np.float32)
-    codes = np.zeros((h * w, c["latent_dim"]), np.int8)
+    emb = np.zeros((h * w, V1_SMALL["latent_dim"]), np.float32)
+    codes = np.zeros((h * w, V1_SMALL["latent_dim"]), np.int8)
     scales = np.zeros(h * w, np.float32)
     np.random.seed(0)  # the draws are 40 of 40 here, so the seed does not matter
     for k in range(len(ds)):
@@ -253,8 +251,8 @@ def make_tile_v1(upstream: Path, work: Path) -> dict[str, np.ndarray]:
                                         s["s1_desc_bands"][None], s["s1_desc_doys"][None],
                                         ds.s1_band_mean, ds.s1_band_std, 40)
         with torch.no_grad():
-            e = net.dim_reducer(torch.cat([s2b(torch.from_numpy(s2)),
-                                           s1b(torch.from_numpy(s1))], dim=-1))[0]
+            e = net.dim_reducer(torch.cat([net.s2_backbone(torch.from_numpy(s2)),
+                                           net.s1_backbone(torch.from_numpy(s1))], dim=-1))[0]
             q, sc = quant.quantize_tensor_symmetric(e, bits=8)
         g = s["global_idx"]
         emb[g], codes[g], scales[g] = e.numpy(), q.numpy(), float(sc)
