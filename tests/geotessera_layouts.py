@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +53,12 @@ def _geoparquet(table: pa.Table, path: Path) -> None:
 
 
 def write_store(root: str | Path, layout: str, tiles: list[str], years: list[int],
-                resolution: float = 500.0, dataset: str = "v1") -> Path:
+                resolution: float = 500.0, dataset: str = "v1",
+                landmask: Callable[[str, np.ndarray], np.ndarray] | None = None) -> Path:
     """A store of SIMULATED `tiles` x `years` in `layout` ("registry": geotessera <= 0.8;
-    "manifest": >= 0.10 local mode; "mirror": a >= 0.10 mirror with npy/{dataset}/)."""
+    "manifest": >= 0.10 local mode; "mirror": a >= 0.10 mirror with npy/{dataset}/).
+    `landmask(tile name, scales)`: the tile's uint8 landmask (0 = water) instead of the default,
+    1 where the scale is finite (written once per tile, from its first year's scales)."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout {layout!r}: expected one of {LAYOUTS}")
     root = Path(root)
@@ -74,7 +78,8 @@ def write_store(root: str | Path, layout: str, tiles: list[str], years: list[int
             lm = lm_dir / f"{name}.tiff"
             if name not in lm_rows:
                 lm_dir.mkdir(parents=True, exist_ok=True)
-                land = np.isfinite(s).astype(np.uint8)  # 0 = water
+                land = (np.isfinite(s).astype(np.uint8) if landmask is None  # 0 = water
+                        else np.asarray(landmask(name, s), np.uint8))
                 with rasterio.open(lm, "w", driver="GTiff", width=g.width, height=g.height,
                                    count=1, dtype="uint8", crs=g.crs, transform=g.transform,
                                    compress="lzw") as dst:

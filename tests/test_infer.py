@@ -80,21 +80,25 @@ def test_geotiff_output(tile_dir, tiny_model, tmp_path, dtype):
                      progress=False, meta={"preset": "tiny"})
     tile = Tile.open(tile_dir)
     q, s = np.load(out.embeddings), np.load(out.scales)
+    assert len(out.geotiffs) == 1  # int8: the scales are a band of the same file
     with rasterio.open(out.geotiffs[0]) as src:
-        assert src.count == 128 and src.dtypes[0] == dtype
+        assert src.count == (128 if dtype == "float32" else 129)
+        assert src.dtypes[0] == "float32"
         assert src.crs == tile.crs and src.transform == tile.transform
-        assert src.descriptions[0] == "A000" and src.descriptions[127] == "A127"
+        assert src.descriptions[0] == "Tessera_Band_0"
+        assert src.descriptions[127] == "Tessera_Band_127"
         tags = src.tags()
         assert tags["year"] == "2022" and tags["preset"] == "tiny" and tags["model"] == "tiny"
         assert tags["family"] == "v1.0" and tags["dims"] == "128"
         data = src.read()
     if dtype == "float32":
         np.testing.assert_allclose(np.moveaxis(data, 0, -1), dequantize(q, s), rtol=1e-6)
-    else:
-        assert np.array_equal(np.moveaxis(data, 0, -1), q)
-        with rasterio.open(out.geotiffs[1]) as src:
-            assert src.count == 1 and src.descriptions[0] == "scale"
-            np.testing.assert_array_equal(src.read(1), s)
+    else:  # the exact codes (NaN where no data), then the scale band
+        assert tags["TESSERA_SCALE_BAND"] == "129" and tags["TESSERA_DTYPE"] == "int8"
+        ok = np.isfinite(s)
+        assert np.array_equal(np.moveaxis(data[:128], 0, -1)[ok], q[ok].astype(np.float32))
+        assert np.isnan(data[:128, ~ok]).all()
+        np.testing.assert_array_equal(data[128], np.where(ok, s, np.nan))
 
 
 def test_interrupted_embedding_leaves_nothing_half_written(tile_dir, tiny_model, tmp_path,
@@ -176,7 +180,7 @@ def test_progress_is_reported_per_forward_pass(tile_dir, tiny_model, tmp_path):
     assert out.n_pixels == 16 * 12
 
 
-def test_geotiff_year_from_the_tiles_sidecar_and_int8_nodata(tiny_model, tmp_path):
+def test_geotiff_year_from_the_tiles_sidecar_and_int8_codes_with_scales(tiny_model, tmp_path):
     from tessera.simulate import SimConfig, simulate_tile
 
     tile = simulate_tile(tmp_path / "t", SimConfig(size=12, seed=1, year=2021,
@@ -184,11 +188,15 @@ def test_geotiff_year_from_the_tiles_sidecar_and_int8_nodata(tiny_model, tmp_pat
     e = Embedder(tiny_model, device="cpu")
     out = embed_tile(e, tile, tmp_path / "o", geotiff="int8", progress=None)
     s = np.load(out.scales)
-    with rasterio.open(out.geotiffs[0]) as src:
-        assert src.tags()["year"] == "2021" and src.nodata == -128
+    with rasterio.open(out.geotiffs[0]) as src:  # codes + a scale band, NaN = no data
+        tags = src.tags()
+        assert tags["year"] == "2021" and np.isnan(src.nodata)
+        assert src.count == 129 and tags["TESSERA_SCALE_BAND"] == "129"
         data = np.moveaxis(src.read(), 0, -1)
-    assert (data[~np.isfinite(s)] == -128).all()
-    np.testing.assert_array_equal(data[np.isfinite(s)], np.load(out.embeddings)[np.isfinite(s)])
+    ok = np.isfinite(s)
+    assert np.isnan(data[~ok]).all()
+    np.testing.assert_array_equal(data[ok][:, :128], np.load(out.embeddings)[ok])
+    np.testing.assert_array_equal(data[ok][:, 128], s[ok])
 
 
 def test_threads_honour_omp_num_threads_and_the_affinity(monkeypatch):

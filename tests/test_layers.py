@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tessera"
 #: Lowest first. A module may import modules of its own layer and of lower ones.
 LAYERS: list[tuple[str, ...]] = [
     ("tessera.errors", "tessera.atomic", "tessera.progress", "tessera.cpus", "tessera.bands",
-     "tessera.quantize", "tessera.dpixel", "tessera.geotiff", "tessera.simulate"),
+     "tessera.dims", "tessera.quantize", "tessera.dpixel", "tessera.geotiff", "tessera.simulate"),
     ("tessera.geo",),
     ("tessera.model",),
     ("tessera.sampling", "tessera.infer", "tessera.table"),
@@ -41,6 +41,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 #: Third-party packages the light core must run without.
 HEAVY = ("torch", "dask", "sklearn", "tensorboard")
 LIGHT = ("tessera.errors", "tessera.atomic", "tessera.progress", "tessera.cpus", "tessera.bands",
+         "tessera.dims",
          "tessera.quantize", "tessera.dpixel", "tessera.geotiff", "tessera.geo", "tessera.store",
          "tessera.viz", "tessera.cli.common", "tessera.cli.store", "tessera.cli.viz")
 

@@ -6,7 +6,7 @@ module-level function; `common` holds what they share (errors, progress bars, op
     simulate.py    simulate, demo
     preprocess.py  preprocess                     (needs tessera-eo[preprocess])
     train.py       shards, pretrain               (needs tessera-eo[train])
-    store.py       download, sample, export, serve, store check
+    store.py       download, sample, export, serve, store check / publish / import
     viz.py         visualize, coverage
 
 Commands import their heavy dependencies inside their bodies, so `tessera --help` and the store
@@ -110,6 +110,8 @@ app.command()(viz.coverage)
 app.command()(store.serve)
 store_app = typer.Typer(help="Inspect a store.", no_args_is_help=True, rich_markup_mode="rich")
 store_app.command("check")(store.check)
+store_app.command("publish")(store.publish)
+store_app.command("import")(store.import_)
 app.add_typer(store_app, name="store")
 
 

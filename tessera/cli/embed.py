@@ -64,7 +64,7 @@ def embed(
                                        "tile folder's)."),
     geotiff: bool = typer.Option(False, "--geotiff", help="Also write a GeoTIFF."),
     geotiff_dtype: str = typer.Option("float32", metavar="DTYPE", help="GeoTIFF encoding: "
-                                      "float32 or int8 (int8 bands + a _scales.tif)."),
+                                      "float32 or int8 (the int8 codes + a scale band, one file)."),
     batch_size: Optional[int] = typer.Option(None, metavar="N", help=BATCH_HELP),
     device: str = typer.Option("auto", metavar="DEVICE", help=DEVICE_HELP),
     sampling: Optional[str] = typer.Option(None, metavar="SCHEME", help=SAMPLING_HELP),

@@ -24,17 +24,13 @@ from tessera.store.protocol import Store
 
 def open_store(location: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
                dataset_version: str | None = None, **options: Any) -> Store:
-    """`http(s)://...` -> HttpStore (files cached in `cache_dir`), else a LocalStore directory
-    (a tessera store, or one of GeoTessera's layouts; `dataset_version` picks one dataset of a
-    GeoTessera mirror holding several)."""
+    """`http(s)://...` -> HttpStore (files cached in `cache_dir`), else a LocalStore directory;
+    either may hold a tessera store or one of GeoTessera's layouts (`dataset_version` picks one
+    dataset of a GeoTessera mirror holding several)."""
     loc = str(location)
     if loc.startswith(("http://", "https://")):
-        if dataset_version is not None:
-            from tessera.errors import StoreError
-            raise StoreError(f"{loc}: --dataset-version {dataset_version}: datasets are chosen "
-                             "in local GeoTessera mirrors only (HTTP stores are tessera stores)")
         from tessera.store.http import HttpStore
-        return HttpStore(loc, cache_dir=cache_dir, **options)
+        return HttpStore(loc, cache_dir=cache_dir, dataset_version=dataset_version, **options)
     from tessera.store.local import LocalStore
     return LocalStore(Path(loc), dataset_version=dataset_version)
 

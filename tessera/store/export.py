@@ -6,33 +6,22 @@ absent (a MissingTilesWarning and tags / attributes), never skipping it silently
 
 from __future__ import annotations
 
-import errno
-import hashlib
-import json
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from tessera import geotiff
-from tessera.errors import ClientError, ExistsError, WriteError
-from tessera.geo import Region, TargetGrid, parse_tile_name
-from tessera.geo.crs import crs_key, rio_crs
+from tessera.errors import ClientError, ExistsError
+from tessera.geo import Region, TargetGrid
+from tessera.geo.crs import rio_crs
 from tessera.geo.region import RegionLike
-from tessera.errors import human_bytes
-from tessera.geotiff import INT8_NODATA
-from tessera.store import mosaic
 from tessera.store.layout import geotiff_relpath
 from tessera.store.manifest import TileEntry
 from tessera.store.mosaic import Mosaic
-from tessera.store.results import TilesExport
+from tessera.store.results import DIM, TilesExport
 
 if TYPE_CHECKING:
-    import zarr
-
     from tessera.store.client import Client
 
 
@@ -112,20 +101,61 @@ def model_tags(present: Sequence[TileEntry]) -> dict[str, str]:
 
 # --- GeoTIFF ------------------------------------------------------------------------------------
 
-def tiff_tags(year: int, present: Sequence[TileEntry], absent: Sequence[str], dtype: str
+#: Folder layouts of the per-tile export; every file is `grid_{lon}_{lat}_{year}.tiff`, the name
+#: torchgeo's `TesseraEmbeddings` (recursive glob `grid_*.tiff`, regex
+#: `^grid_{lon}_{lat}_{YYYY}.tiff$`) and GeoTessera's tile reader (`tiles._parse_geotiff_filename`)
+#: parse (docs/geotessera_layouts.md sections 4 and 5):
+#:   tessera     {year}/grid_X_Y/grid_X_Y_{year}.tiff (the published layout)
+#:   geotessera  global_0.1_degree_representation/{year}/grid_X_Y/grid_X_Y_{year}.tiff, as
+#:               GeoTessera's region export writes it (its `tiles.tile_for_coord(out, ...)`
+#:               then finds each tile)
+#:   flat        grid_X_Y_{year}.tiff, all in the output folder
+TILE_LAYOUTS = ("tessera", "geotessera", "flat")
+#: GeoTessera's TESSERA_DESCRIPTION of a per-tile export.
+GEOTESSERA_DESCRIPTION = "GeoTessera satellite embedding tile"
+
+
+def tile_relpath(layout: str, year: int, tile: str) -> str:
+    """The relative path of a tile's GeoTIFF in a per-tile export of `layout`."""
+    from tessera.store.geotessera import EMBEDDINGS_DIR
+
+    if layout == "tessera":
+        return geotiff_relpath(year, tile)
+    if layout == "geotessera":
+        return f"{EMBEDDINGS_DIR}/{geotiff_relpath(year, tile)}"
+    if layout == "flat":
+        return f"{tile}_{int(year)}.tiff"
+    raise ClientError(f"layout {layout!r}: expected one of {', '.join(TILE_LAYOUTS)}")
+
+
+def tiff_tags(year: int, present: Sequence[TileEntry], absent: Sequence[str], dtype: str,
+              bands: Sequence[int] | None = None, tile: TileEntry | None = None
               ) -> dict[str, str]:
-    """The TESSERA_* tags of an exported GeoTIFF: versions, year, tiles present and absent."""
+    """The tags of an exported GeoTIFF: ours (TESSERA_VERSION, _MODEL, ..., the tiles present
+    and absent), GeoTessera's (TESSERA_DATASET_VERSION, TESSERA_YEAR, TESSERA_DESCRIPTION,
+    GEOTESSERA_VERSION naming this package as the writer, and for one `tile` its centre in
+    TESSERA_TILE_LAT / _LON, "%.2f") and the band layout's (`geotiff.layout_tags`)."""
     m = model_tags(present)
-    tags = {"TESSERA_VERSION": ",".join(sorted({e.version for e in present})),
+    versions = ",".join(sorted({e.version for e in present}))
+    dims = present[0].dims if present else DIM
+    what = "tile" if tile is not None else "mosaic"
+    description = (GEOTESSERA_DESCRIPTION if what == "tile" and dtype == "float32" else
+                   f"TESSERA satellite embedding {what}" +
+                   ("" if dtype == "float32" else ": int8 codes and a scale band, embedding "
+                    "= codes * scale"))
+    tags = {"TESSERA_VERSION": versions,
             "TESSERA_MODEL": m["model"], "TESSERA_DIMS": m["dims"],
             "TESSERA_WEIGHTS": m["weights"], "TESSERA_MODEL_URI": model_uri(present),
             "TESSERA_YEAR": str(int(year)),
             "TESSERA_TILES": ",".join(e.tile for e in present),
             "TESSERA_TILES_ABSENT": ",".join(absent),
-            "TESSERA_DTYPE": dtype}
-    tags["TESSERA_VALUES"] = ("dequantised embeddings q * s; NaN = no data" if dtype == "float32"
-                              else "int8 codes q, e = q * s with s in the _scales.tif file; "
-                                   f"{INT8_NODATA} = no data")
+            "TESSERA_DATASET_VERSION": versions,
+            "TESSERA_DESCRIPTION": description,
+            "GEOTESSERA_VERSION": package_version()}
+    if tile is not None:
+        tags["TESSERA_TILE_LAT"] = f"{tile.lat:.2f}"
+        tags["TESSERA_TILE_LON"] = f"{tile.lon:.2f}"
+    tags.update(geotiff.layout_tags(dtype, range(dims) if bands is None else bands))
     return tags
 
 
@@ -134,203 +164,128 @@ def _check_dtype(dtype: str, what: str) -> None:
         raise ClientError(f"{what}: dtype {dtype!r}, expected 'float32' or 'int8'")
 
 
+def _bands(bands: str | Sequence[int] | None, present: Sequence[TileEntry]
+           ) -> tuple[int, ...] | None:
+    """`bands` checked against the width of the stored embeddings (before any tile is read)."""
+    return geotiff.parse_bands(bands, min((int(e.dims) for e in present), default=DIM))
+
+
 def _write_mosaic(path: Path, grid: TargetGrid, mos: Mosaic, dtype: str, tags: dict[str, str],
-                  compress: str) -> list[Path]:
+                  compress: str, bands: Sequence[int] | None = None) -> list[Path]:
     return geotiff.write_embeddings(path, crs=grid.crs, transform=grid.transform,
                                     width=grid.width, height=grid.height, dim=mos.dim,
                                     read=mos.read_if_touched, dtype=dtype, tags=tags,
-                                    compress=compress, block=TIFF_BLOCK)
+                                    compress=compress, block=TIFF_BLOCK, bands=bands)
 
 
 def export_geotiff(client: Client, region: RegionLike, year: int, path: str | os.PathLike,
                    dtype: str = "float32", crs: Any = None, resolution: float | None = None,
-                   clip: bool = True, compress: str = "deflate", overwrite: bool = False
-                   ) -> Path:
+                   clip: bool = True, compress: str = geotiff.DEFAULT_COMPRESS,
+                   overwrite: bool = False, bands: str | Sequence[int] | None = None) -> Path:
     """One tiled, compressed GeoTIFF of the region in one CRS (as `Client.read_region`), written
-    window by window (constant memory) under a temporary name and renamed when complete; see
-    `tessera.geotiff` for the bands, nodata and the int8 `_scales.tif` sibling."""
+    window by window (constant memory) under a temporary name and renamed when complete.
+    `bands`: embedding dimensions to write (default all; e.g. [0, 5, 127] or "0-15");
+    `compress`: deflate, zstd, lzw or none. See `tessera.geotiff` for the bands, tags, nodata
+    and the int8 layout (codes + a scale band in one file)."""
     _check_dtype(dtype, "export_geotiff")
+    compress = geotiff.check_compress(compress)
     path = Path(path)
     if path.exists() and not overwrite:
         raise ExistsError(f"{path}: exists (overwrite=True replaces it)")
     one_crs(Region.parse(region))
     r, present, absent = client.present(region, year, "export_geotiff")
+    sel = _bands(bands, present)
     grid = client.output_grid(r, present, crs, resolution)
     mos = Mosaic(client.tile_opener(), present, grid, clip)
-    _write_mosaic(path, grid, mos, dtype, tiff_tags(year, present, absent, dtype), compress)
+    _write_mosaic(path, grid, mos, dtype, tiff_tags(year, present, absent, dtype, sel),
+                  compress, sel)
     return path
 
 
-def export_tiles_geotiff(client: Client, region: RegionLike, year: int, out_dir: str | os.PathLike,
-                         dtype: str = "float32", compress: str = "deflate") -> TilesExport:
-    """The published per-tile layout `{year}/grid_{lon}_{lat}/grid_{lon}_{lat}_{year}.tiff`
-    under `out_dir`, each tile in its own UTM CRS and pixels. Resumable: tiles whose file
-    exists are skipped (files appear only when complete)."""
+def check_tiles_export(dtype: str, layout: str) -> None:
+    """Refuse what a per-tile export cannot write: an unknown layout, and int8 files in the
+    layouts made for GeoTessera and torchgeo (they read every band as an embedding value)."""
     _check_dtype(dtype, "export_tiles_geotiff")
+    tile_relpath(layout, 2000, "grid_0.05_0.05")
+    if dtype == "int8" and layout != "tessera":
+        raise ClientError(f"int8 per-tile GeoTIFFs in the {layout} layout: GeoTessera and "
+                          "torchgeo would read their codes and scale band as embeddings; "
+                          "export float32 for them (int8 goes with layout 'tessera')")
+
+
+def _existing_matches(p: Path, dtype: str, dims: int, sel: Sequence[int] | None) -> bool:
+    """Whether the GeoTIFF at `p`, left by an earlier export, holds what this one would write
+    (the same dtype and bands; files of earlier versions hold all the bands)."""
+    import rasterio
+
+    try:
+        with rasterio.open(p) as src:
+            tags, file_dtype = src.tags(), src.dtypes[0]
+    except rasterio.errors.RasterioIOError as exc:
+        raise ExistsError(f"{p}: exists but is not a readable GeoTIFF ({exc}); overwrite "
+                          "(overwrite=True, --overwrite) replaces it") from None
+    want = ",".join(map(str, range(dims) if sel is None else sel))
+    have = tags.get("TESSERA_BANDS") or ",".join(map(str, range(dims)))
+    return (tags.get("TESSERA_DTYPE") == dtype and have == want and file_dtype == "float32")
+
+
+def export_tiles_geotiff(client: Client, region: RegionLike, year: int, out_dir: str | os.PathLike,
+                         dtype: str = "float32", compress: str = geotiff.DEFAULT_COMPRESS,
+                         bands: str | Sequence[int] | None = None, layout: str = "tessera",
+                         overwrite: bool = False) -> TilesExport:
+    """One GeoTIFF per tile under `out_dir`, each in its own UTM CRS and pixels, named
+    `grid_{lon}_{lat}_{year}.tiff` in the folders of `layout` (`TILE_LAYOUTS`: "tessera", the
+    published `{year}/grid_X_Y/`; "geotessera", the same under
+    `global_0.1_degree_representation/`; "flat"), which torchgeo's `TesseraEmbeddings` and
+    GeoTessera's tile reader load. Resumable: a tile whose file exists with the same dtype and
+    bands is skipped (files appear only when complete), one with other settings is an
+    ExistsError; `overwrite=True` rewrites them all."""
+    check_tiles_export(dtype, layout)
+    compress = geotiff.check_compress(compress)
     r, present, absent = client.present(region, year, "export_tiles_geotiff")
+    sel = _bands(bands, present)
     out_dir = Path(out_dir)
     res = TilesExport([], [], list(absent))
     opener = client.tile_opener()
     for e in present:
-        p = out_dir / geotiff_relpath(year, e.tile)
-        if p.exists():
+        p = out_dir / tile_relpath(layout, year, e.tile)
+        if p.exists() and not overwrite:
+            if not _existing_matches(p, dtype, int(e.dims), sel):
+                raise ExistsError(f"{p}: exists with another dtype or other bands than this "
+                                  "export writes; choose another folder, or overwrite "
+                                  "(overwrite=True, --overwrite)")
             res.skipped.append(p)
             continue
         grid = TargetGrid(rio_crs(e.crs), e.affine, e.width, e.height, None, e.tile)
         mos = Mosaic(opener, [e], grid, clip=False)
-        _write_mosaic(p, grid, mos, dtype, tiff_tags(year, [e], [], dtype), compress)
+        _write_mosaic(p, grid, mos, dtype, tiff_tags(year, [e], [], dtype, sel, tile=e),
+                      compress, sel)
         res.written.append(p)
     return res
 
 
 # --- Zarr ---------------------------------------------------------------------------------------
 
-def zone_grids(r: Region, present: Sequence[TileEntry], clip: bool
+def zone_grids(r: Region | None, present: Sequence[TileEntry], clip: bool
                ) -> list[tuple[str, TargetGrid, list[TileEntry]]]:
-    """Per UTM zone of the present tiles: (group name `utm31n`, the zone's grid covering its
-    tiles (within the region when `clip`) at the native pixel size, the zone's tiles)."""
-    import shapely
-
-    zones: dict[str, list[TileEntry]] = {}
-    for e in present:
-        zones.setdefault(crs_key(rio_crs(e.crs)), []).append(e)
-    out = []
-    for key, es in sorted(zones.items()):
-        epsg = int(key.split(":")[1]) if key.startswith("EPSG:") else 0
-        if not (32601 <= epsg <= 32660 or 32701 <= epsg <= 32760):
-            raise ClientError(f"export_zarr: tiles {es[0].tile} ... in {key}, expected a "
-                              "WGS 84 / UTM zone (EPSG 326xx / 327xx)")
-        name = f"utm{epsg % 100:02d}{'n' if epsg < 32700 else 's'}"
-        geom = shapely.union_all([parse_tile_name(e.tile).polygon() for e in es])
-        if clip:
-            geom = geom.intersection(r.geometry)
-        res = min(abs(e.transform[0]) for e in es)
-        grid = TargetGrid.from_lonlat_geometry(geom, name=name, resolution=res, crs=key)
-        out.append((name, grid, es))
-    return out
+    """Per UTM zone of the tiles: (group name `utm31`, the zone's grid in EPSG:326{zone},
+    its tiles); see `tessera.store.gtzarr.zone_grids`."""
+    from tessera.store import gtzarr
+    return gtzarr.zone_grids(r, present, clip)
 
 
 def export_zarr(client: Client, region: RegionLike, year: int, path: str | os.PathLike,
                 clip: bool = True, chunk: int | None = None, overwrite: bool = False) -> Path:
-    """A Zarr v3 store of the region: one group per UTM zone (`utm31n`, ...) in its native
-    CRS and pixels (no resampling), arrays `embeddings` int8 (y, x, band) chunked
-    (chunk, chunk, D) and `scales` float32 (y, x), NaN = no data, plus `x` / `y` pixel-centre
-    coordinates; described with the geoemb:, proj: and spatial: conventions. Written chunk
-    window by chunk window into `.<name>.partial` with its progress recorded, renamed when
-    complete; a rerun after an interruption continues where it stopped."""
-    import zarr
-
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise ExistsError(f"{path}: exists (overwrite=True replaces it)")
-    chunk = int(chunk or mosaic.WINDOW)
-    r, present, absent = client.present(region, year, "export_zarr")
-    zones = zone_grids(r, present, clip)
-    opener = client.tile_opener()
-    mosaics = [Mosaic(opener, es, g, clip) for _, g, es in zones]
-    dim = mosaics[0].dim
-    plan = hashlib.sha256(json.dumps({
-        "year": int(year), "chunk": chunk, "clip": clip, "dim": dim,
-        "tiles": [(e.tile, e.files["embeddings"].sha256, e.files["scales"].sha256)
-                  for e in present],
-        "zones": [(n, list(g.transform)[:6], g.width, g.height) for n, g, _ in zones],
-    }).encode()).hexdigest()
-    tmp = partial_path(path)
-    root: Any = None  # a zarr Group; its members and JSON attributes are used untyped here
-    if tmp.exists():
-        try:
-            root = zarr.open_group(str(tmp), mode="r+", zarr_format=3)
-            if root.attrs.get("tessera:plan") != plan:
-                root = None
-        except Exception:  # unreadable leftovers of another export: start again
-            root = None
-        if root is None:
-            shutil.rmtree(tmp)
-    estimate = sum(g.width * g.height * (dim + 4) for _, g, _ in zones)
-    try:
-        if root is None:
-            root = _zarr_create(tmp, zones, present, absent, year, dim, chunk, plan)
-        progress = dict(root.attrs.get("tessera:progress", {}))
-        for (name, grid, _), mos in zip(zones, mosaics):
-            g = root[name]
-            emb, sca = g["embeddings"], g["scales"]
-            wins = mosaic.windows(grid.height, grid.width, chunk)
-            for i in range(int(progress.get(name, 0)), len(wins)):
-                win = wins[i]
-                got = mos.read_if_touched(win)
-                if got is not None:
-                    emb[win.slices], sca[win.slices] = got
-                    del got
-                progress[name] = i + 1
-                root.attrs["tessera:progress"] = progress  # after the window's data
-        root.attrs["tessera:complete"] = True
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise WriteError(errno.ENOSPC, f"{path}: no space left on device while exporting "
-                             f"(about {human_bytes(estimate)} uncompressed needed); the "
-                             f"completed part is kept in {tmp} and a rerun continues it") from exc
-        raise
-    if path.exists():  # overwrite=True: the old store goes just before the new one lands
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    os.replace(tmp, path)
-    return path
-
-
-def _zarr_create(tmp: Path, zones: list[tuple[str, TargetGrid, list[TileEntry]]],
-                 present: Sequence[TileEntry], absent: Sequence[str], year: int, dim: int,
-                 chunk: int, plan: str) -> zarr.Group:
-    import zarr
-
-    res = min(abs(e.transform[0]) for e in present)
-    versions = ",".join(sorted({e.version for e in present}))
-    m = model_tags(present)
-    geoemb: dict[str, Any] = {
-        "geoemb:type": "pixel", "geoemb:dimensions": dim,
-        "geoemb:model": model_uri(present), "tessera:model": m["model"],
-        "tessera:weights": m["weights"],
-        "geoemb:source_data": SOURCE_DATA, "geoemb:data_type": "int8", "geoemb:gsd": res,
-        "geoemb:spatial_layout": "utm_zones",
-        "geoemb:build_version": package_version(), "tessera:version": versions,
-        "geoemb:quantization": {
-            "method": "per_pixel_scale", "original_dtype": "float32",
-            "quantized_dtype": "int8",
-            "scale": {"type": "array", "array_name": "scales", "nodata": "NaN"}},
-    }
-    root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-    root.attrs.update({
-        "zarr_conventions": [ZARR_CONVENTIONS["geoemb:"]], **geoemb,
-        "tessera:year": int(year), "tessera:tiles": [e.tile for e in present],
-        "tessera:absent_tiles": list(absent), "tessera:plan": plan,
-        "tessera:progress": {}, "tessera:complete": False})
-    for name, grid, es in zones:
-        t = grid.transform
-        epsg = grid.crs.to_epsg()
-        attrs = {
-            "zarr_conventions": [ZARR_CONVENTIONS[k] for k in ("geoemb:", "proj:", "spatial:")],
-            **geoemb,
-            "proj:code": f"EPSG:{epsg}", "proj:wkt2": grid.crs.to_wkt(version="WKT2_2019"),
-            "spatial:dimensions": ["y", "x"],
-            "spatial:transform": [t.a, t.b, t.c, t.d, t.e, t.f],
-            "spatial:shape": [grid.height, grid.width],
-            "spatial:bbox": list(grid.bounds), "spatial:registration": "pixel",
-            "tessera:year": int(year), "tessera:tiles": [e.tile for e in es],
-        }
-        g = root.create_group(name, attributes=attrs)
-        g.create_array("embeddings", shape=(grid.height, grid.width, dim),
-                       chunks=(chunk, chunk, dim), dtype="int8", fill_value=0,
-                       dimension_names=("y", "x", "band"))
-        g.create_array("scales", shape=(grid.height, grid.width), chunks=(chunk, chunk),
-                       dtype="float32", fill_value=np.nan, dimension_names=("y", "x"))
-        g.create_array("x", data=t.c + t.a * (np.arange(grid.width) + 0.5),
-                       dimension_names=("x",))
-        g.create_array("y", data=t.f + t.e * (np.arange(grid.height) + 0.5),
-                       dimension_names=("y",))
-    return root
+    """A Zarr store of the region in GeoTessera's Zarr layout (readable by geotessera's
+    `GeoTesseraZarr`): one group per UTM zone (`utm31`, EPSG:326{zone}), `embeddings` int8
+    (time, band, y, x) and `scales` float32 (time, y, x) with +inf = no data; `chunk` is the
+    shard edge in pixels (a multiple of 32, default 1024). Resumable; see
+    `tessera.store.gtzarr.write_zarr_store`."""
+    from tessera.store import gtzarr
+    return gtzarr.write_zarr_store(client, path, [year], region, clip=clip, shard=chunk,
+                                   overwrite=overwrite, what="export_zarr")
 
 
 __all__ = ["model_uri", "model_tags", "SOURCE_DATA", "TIFF_BLOCK", "ZARR_CONVENTIONS", "export_geotiff",
            "export_tiles_geotiff", "export_zarr", "package_version", "partial_path", "tiff_tags",
-           "zone_grids"]
+           "zone_grids", "TILE_LAYOUTS", "check_tiles_export", "tile_relpath"]

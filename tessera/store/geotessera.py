@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from tessera.errors import StoreError
@@ -78,12 +79,10 @@ def _version_path(dataset: str) -> str:
 def detect(root: Path, dataset_version: str | None = None) -> Layout | None:
     """The GeoTessera layout of a local directory, or None when it holds none."""
     if (root / LEGACY_REGISTRY).is_file():
-        return Layout("registry", LEGACY_REGISTRY, LANDMASKS, EMBEDDINGS_DIR, LANDMASKS_DIR,
-                      "v1")
+        return registry_layout()
     own = root / REGISTRY_MANIFEST
     if own.is_file() and not is_own_manifest(own):
-        return Layout("manifest", REGISTRY_MANIFEST, LANDMASKS, EMBEDDINGS_DIR, LANDMASKS_DIR,
-                      dataset_version or "v1")
+        return manifest_layout(dataset_version)
     datasets = sorted(p.parent.name for p in (root / "npy").glob(f"*/{REGISTRY_MANIFEST}"))
     if not datasets:
         return None
@@ -95,6 +94,22 @@ def detect(root: Path, dataset_version: str | None = None) -> Layout | None:
     if dataset_version not in datasets:
         raise StoreError(f"{root}: no dataset {dataset_version!r} in this GeoTessera mirror "
                          f"(it has {', '.join(datasets)})")
+    return mirror_layout(dataset_version)
+
+
+def registry_layout() -> Layout:
+    """geotessera <= 0.8: `registry.parquet` + `landmasks.parquet` beside the tile trees."""
+    return Layout("registry", LEGACY_REGISTRY, LANDMASKS, EMBEDDINGS_DIR, LANDMASKS_DIR, "v1")
+
+
+def manifest_layout(dataset_version: str | None = None) -> Layout:
+    """geotessera >= 0.10 local mode: `manifest.parquet` + `landmasks.parquet`, same trees."""
+    return Layout("manifest", REGISTRY_MANIFEST, LANDMASKS, EMBEDDINGS_DIR, LANDMASKS_DIR,
+                  dataset_version or "v1")
+
+
+def mirror_layout(dataset_version: str) -> Layout:
+    """A geotessera >= 0.10 mirror: `npy/{dataset}/` and `landmasks/{version}/`."""
     vp = _version_path(dataset_version)
     return Layout("manifest", f"npy/{dataset_version}/{REGISTRY_MANIFEST}",
                   f"landmasks/{vp}/{LANDMASKS}", f"npy/{dataset_version}", f"landmasks/{vp}",
@@ -139,53 +154,103 @@ def _georef(path: Path) -> tuple[str, tuple[float, ...]]:
         raise StoreError(f"{path}: not a readable landmask GeoTIFF ({exc})") from None
 
 
-def _shape(path: Path) -> tuple[int, int, int]:
+#: Resolves a tile entry's pending georeferencing (see GeoTesseraManifest).
+Resolver = Callable[[TileEntry], TileEntry]
+
+
+class GeoTesseraManifest(Manifest):
+    """A manifest whose tiles' georeferencing (CRS, transform, size, width) is resolved on first
+    use, once per tile: it is the landmask's and the embedding array's, and reading them for a
+    whole published catalogue (or downloading them, over HTTP) to answer for one region would
+    cost far more than the request. Queries keep the resolver, so a client's region or point
+    query resolves only the tiles it touches."""
+
+    def __init__(self, table: Any = None, resolve: Resolver | None = None,
+                 cache: dict[tuple[str, int], TileEntry] | None = None) -> None:
+        super().__init__(table)
+        self._resolve = resolve
+        self._cache: dict[tuple[str, int], TileEntry] = {} if cache is None else cache
+
+    def query(self, bbox: tuple[float, float, float, float] | None = None,
+              year: int | Iterable[int] | None = None, tiles: Iterable[str] | None = None
+              ) -> Manifest:
+        return GeoTesseraManifest(super().query(bbox, year, tiles).table, self._resolve,
+                                  self._cache)
+
+    def entries(self) -> list[TileEntry]:
+        out = []
+        for e in super().entries():
+            if e.width > 0 or self._resolve is None:
+                out.append(e)
+                continue
+            key = (e.tile, e.year)
+            if key not in self._cache:
+                self._cache[key] = self._resolve(e)
+            out.append(self._cache[key])
+        return out
+
+
+def npy_shape(head: bytes, where: str) -> tuple[int, int, int]:
+    """(height, width, dims) from the first bytes of an int8 `.npy` embedding file."""
+    import io
+
     import numpy as np
 
     try:
-        a = np.load(path, mmap_mode="r", allow_pickle=False)  # reads the header only
-        shape, dtype = a.shape, a.dtype
-        del a
+        f = io.BytesIO(head)
+        major, _ = np.lib.format.read_magic(f)
+        read = (np.lib.format.read_array_header_1_0 if major == 1
+                else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read(f)
     except Exception as exc:
-        raise StoreError(f"{path}: not a readable .npy embedding file ({exc})") from None
+        raise StoreError(f"{where}: not a readable .npy embedding file ({exc})") from None
+    return _check_shape(tuple(shape), np.dtype(dtype), where)
+
+
+def _check_shape(shape: tuple[int, ...], dtype: Any, where: str) -> tuple[int, int, int]:
     if len(shape) != 3 or dtype.kind != "i" or dtype.itemsize != 1:
-        raise StoreError(f"{path}: expected an int8 (height, width, dims) array, got {dtype} "
+        raise StoreError(f"{where}: expected an int8 (height, width, dims) array, got {dtype} "
                          f"{shape}")
     return shape[0], shape[1], shape[2]
 
 
-def read_manifest(root: Path, layout: Layout) -> Manifest:
-    """The tiles of `layout` present under `root`, as a read-only tessera Manifest."""
-    from tessera.geo.grid import tile_of
+def resolved(e: TileEntry, landmask: Path, head: bytes, where: str) -> TileEntry:
+    """`e` with the georeferencing of its landmask and the shape of its embedding array."""
+    crs, transform = _georef(landmask)
+    h, w, dims = npy_shape(head, where)
+    return dataclasses.replace(e, crs=crs, transform=transform, width=w, height=h, dims=dims)
 
-    kind = layout.kind
-    reg_path = root / layout.registry
-    reg = _read_table(reg_path, REQUIRED[kind], f"GeoTessera {kind} ({layout.describe()})")
-    if kind == "manifest" and "version" in reg.columns:
+
+def read_tables(reg_path: Path, lm_path: Path, layout: Layout) -> tuple[Any, Any]:
+    """The registry and landmask tables of `layout`, their columns checked."""
+    reg = _read_table(reg_path, REQUIRED[layout.kind],
+                      f"GeoTessera {layout.kind} ({layout.describe()})")
+    if layout.kind == "manifest" and "version" in reg.columns:
         versions = sorted({str(v) for v in reg["version"].astype(str)})
         if len(versions) > 1:
             raise StoreError(f"{reg_path}: rows of several dataset versions "
                              f"({', '.join(versions)}); expected one per manifest")
-    lm_path = root / layout.landmasks
     lm = _read_table(lm_path, LANDMASK_REQUIRED, "GeoTessera landmask registry")
+    return reg, lm
+
+
+def entries_of(reg: Any, lm: Any, layout: Layout, where: str, lm_where: str,
+               present: set[tuple[int, str]] | None = None,
+               scales_size: Callable[[str], int] | None = None) -> list[TileEntry]:
+    """One pending entry (georeferencing unresolved) per registry row of a tile in `present`
+    (all rows when None: a server cannot be listed, so its registry is taken at its word).
+    `scales_size(rel)`: the scales file's size where the registry has none."""
+    from tessera.geo.grid import tile_of
+
     lm_rows = {_key(lon, lat): r for lon, lat, r in zip(lm["lon"], lm["lat"],
                                                         lm.to_dict("records"))}
-    # the tiles present: their embedding files (a registry lists the whole catalogue)
-    present = set()
-    emb_root = root / layout.embeddings_dir
-    for year_dir in emb_root.iterdir() if emb_root.is_dir() else ():
-        if year_dir.is_dir() and _YEAR_DIR.match(year_dir.name):
-            for npy in year_dir.glob("grid_*/grid_*.npy"):
-                if npy.parent.name == npy.stem:
-                    present.add((int(year_dir.name), npy.stem))
     version = str(reg["version"].iloc[0]) if "version" in reg.columns and len(reg) else "1.0"
     model = _MODELS.get(version, f"geotessera:{layout.dataset}")
-    entries = []
-    seen = set()
+    entries, seen = [], set()
     for r in reg.to_dict("records"):
         tile = tile_of(float(r["lon"]), float(r["lat"]))
         year = int(r["year"])
-        if (year, tile.name) not in present or (year, tile.name) in seen:
+        if (present is not None and (year, tile.name) not in present) or (year, tile.name) in seen:
             continue
         seen.add((year, tile.name))
         folder = f"{layout.embeddings_dir}/{year}/{tile.name}/{tile.name}"
@@ -193,26 +258,63 @@ def read_manifest(root: Path, layout: Layout) -> Manifest:
         lm_rel = f"{layout.landmasks_dir}/{tile.name}.tiff"
         lrow = lm_rows.get(_key(tile.lon, tile.lat))
         if lrow is None:
-            raise StoreError(f"{lm_path}: no row for {tile.name}, whose embeddings "
-                             f"{emb_rel} are in the store (GeoTessera takes a tile's "
-                             "georeferencing from its landmask)")
-        sc_path = root / sc_rel
-        if not sc_path.is_file():
-            raise StoreError(f"{sc_path}: missing (the scales of {root / emb_rel})")
-        emb_size = int(r["file_size"] if kind == "registry" else r["grid_size"])
+            raise StoreError(f"{lm_where}: no row for {tile.name}, whose embeddings {emb_rel} "
+                             "are in the store (GeoTessera takes a tile's georeferencing from "
+                             "its landmask)")
         sc_size = r.get("scales_size")
-        sc_size = int(sc_path.stat().st_size if sc_size is None or sc_size != sc_size
-                      else sc_size)
-        h, w, dims = _shape(root / emb_rel)
-        crs, transform = _georef(root / lm_rel)
+        if sc_size is None or sc_size != sc_size:  # absent or NaN
+            if scales_size is None:
+                raise StoreError(f"{where}: the registry has no scales_size for {tile.name} "
+                                 f"{year}; expected the size of {sc_rel}")
+            sc_size = scales_size(sc_rel)
+        emb_size = int(r["file_size"] if layout.kind == "registry" else r["grid_size"])
         entries.append(TileEntry(
             tile=tile.name, lon=tile.lon, lat=tile.lat, year=year, version=version,
-            crs=crs, transform=transform, width=w, height=h, valid_pixels=-1,
+            crs="", transform=(0.0,) * 6, width=0, height=0, valid_pixels=-1,
             files={"embeddings": FileEntry(emb_rel, emb_size, _sha(r.get("hash"))),
-                   "scales": FileEntry(sc_rel, sc_size, _sha(r.get("scales_hash"))),
+                   "scales": FileEntry(sc_rel, int(sc_size), _sha(r.get("scales_hash"))),
                    "mask": FileEntry(lm_rel, int(lrow["file_size"]), _sha(lrow.get("hash")))},
-            model=model, dims=dims, weights=f"geotessera {layout.dataset}"))
-    return Manifest.from_entries(entries)
+            model=model, dims=128, weights=f"geotessera {layout.dataset}"))
+    return entries
 
 
-__all__ = ["Layout", "detect", "is_own_manifest", "read_manifest"]
+def read_manifest(root: Path, layout: Layout) -> Manifest:
+    """The tiles of `layout` present under `root` (a tile is present when its embedding file
+    is), as a read-only tessera manifest whose georeferencing is read on first use."""
+    reg_path, lm_path = root / layout.registry, root / layout.landmasks
+    reg, lm = read_tables(reg_path, lm_path, layout)
+    present = set()
+    emb_root = root / layout.embeddings_dir
+    for year_dir in emb_root.iterdir() if emb_root.is_dir() else ():
+        if year_dir.is_dir() and _YEAR_DIR.match(year_dir.name):
+            for npy in year_dir.glob("grid_*/grid_*.npy"):
+                if npy.parent.name == npy.stem:
+                    present.add((int(year_dir.name), npy.stem))
+
+    def scales_size(rel: str) -> int:
+        p = root / rel
+        if not p.is_file():
+            raise StoreError(f"{p}: missing (the scales of {p.with_name(p.name[:-11] + '.npy')})")
+        return p.stat().st_size
+
+    entries = entries_of(reg, lm, layout, str(reg_path), str(lm_path), present,
+                         scales_size)
+    for e in entries:
+        for kind in ("scales", "mask"):
+            p = root / e.files[kind].path
+            if not p.is_file():
+                raise StoreError(f"{p}: missing (the {kind} of {root / e.files['embeddings'].path}"
+                                 ", which is in the store)")
+
+    def resolve(e: TileEntry) -> TileEntry:
+        emb = root / e.files["embeddings"].path
+        with open(emb, "rb") as f:
+            head = f.read(4096)
+        return resolved(e, root / e.files["mask"].path, head, str(emb))
+
+    return GeoTesseraManifest(Manifest.from_entries(entries).table, resolve)
+
+
+__all__ = ["GeoTesseraManifest", "Layout", "detect", "entries_of", "is_own_manifest",
+           "manifest_layout", "mirror_layout", "read_manifest",
+           "registry_layout", "read_tables", "resolved"]

@@ -35,7 +35,7 @@ import urllib3
 from tessera.atomic import tmp_sibling, write_text
 from tessera.errors import StoreError
 from tessera.store.layout import MANIFEST
-from tessera.store.manifest import FileEntry, Manifest, ManifestError
+from tessera.store.manifest import FileEntry, Manifest, ManifestError, TileEntry
 
 CHUNK = 1 << 20  # bytes per read / write / hash update
 
@@ -88,26 +88,51 @@ def _content_range(value: str | None) -> tuple[int, int, int | None] | None:
     return int(m.group(1)), int(m.group(2)), None if m.group(3) == "*" else int(m.group(3))
 
 
+def _check_parquet(path: Path) -> None:
+    """A manifest or registry must at least be a readable Parquet file."""
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_schema(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise StoreError(f"{path}: not a readable Parquet file ({exc})") from None
+
+
+def md5_etag(value: str | None) -> str | None:
+    """The MD5 an ETag vouches for: a strong ETag of exactly 32 hex digits (what S3 and most
+    object stores send for single-part uploads; geotessera >= 0.10 checks the same), else None
+    (weak, multipart `-N` or opaque ETags say nothing about the bytes)."""
+    if not value or value.startswith("W/"):
+        return None
+    v = value.strip().strip('"').lower()
+    return v if re.fullmatch(r"[0-9a-f]{32}", v) else None
+
+
 class _Partial:
-    """A `.part` file and the running sha256 of the bytes in it."""
+    """A `.part` file and the running sha256 (and MD5) of the bytes in it."""
 
     def __init__(self, path: Path, chunk: int) -> None:
         self.path, self.chunk = path, chunk
-        self.size, self.hasher = 0, hashlib.sha256()
+        self.size, self.hasher, self.md5 = 0, hashlib.sha256(), hashlib.md5()
+        self.etag: str | None = None  # the server's ETag for the file, as last sent
+
+    def update(self, block: bytes) -> None:
+        self.hasher.update(block)
+        self.md5.update(block)
+        self.size += len(block)
 
     def load(self) -> None:
         """Re-hash an existing `.part` (left by an interrupted download) so it can be resumed."""
-        self.size, self.hasher = 0, hashlib.sha256()
+        self.size, self.hasher, self.md5 = 0, hashlib.sha256(), hashlib.md5()
         if not self.path.exists():
             return
         with open(self.path, "rb") as f:
             while block := f.read(self.chunk):
-                self.hasher.update(block)
-                self.size += len(block)
+                self.update(block)
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
-        self.size, self.hasher = 0, hashlib.sha256()
+        self.size, self.hasher, self.md5 = 0, hashlib.sha256(), hashlib.md5()
 
 
 class HttpStore:
@@ -124,7 +149,8 @@ class HttpStore:
     def __init__(self, url: str, cache_dir: str | os.PathLike | None = None, retries: int = 4,
                  backoff: float = 0.5, timeout: float = 30.0,
                  session: requests.Session | None = None, *,
-                 sleep: Callable[[float], object] = time.sleep, chunk_size: int = CHUNK) -> None:
+                 sleep: Callable[[float], object] = time.sleep, chunk_size: int = CHUNK,
+                 dataset_version: str | None = None) -> None:
         if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
             raise StoreError(f"{url}: not an http(s) URL")
         self.url = url.rstrip("/")
@@ -132,6 +158,7 @@ class HttpStore:
         self.retries, self.backoff, self.timeout = int(retries), float(backoff), float(timeout)
         self.session = session if session is not None else requests.Session()
         self.sleep, self.chunk_size = sleep, int(chunk_size)
+        self.dataset_version = dataset_version  # one dataset of a GeoTessera mirror
 
     def __repr__(self) -> str:
         return f"HttpStore({self.url!r}, cache_dir={str(self.cache_dir)!r})"
@@ -164,22 +191,80 @@ class HttpStore:
     # --- the manifest ----------------------------------------------------------------------------
     def manifest(self) -> Manifest:
         """The server's manifest, revalidated with If-None-Match against the cached copy. If the
-        server cannot be reached after the retries, the cached copy, with a RuntimeWarning."""
-        url = f"{self.url}/{MANIFEST}"
-        cached = self.cache_dir / MANIFEST
+        server cannot be reached after the retries, the cached copy, with a RuntimeWarning.
+
+        A server holding one of GeoTessera's published layouts instead (`registry.parquet`, a
+        geotessera >= 0.10 `manifest.parquet`, or a mirror's `npy/{dataset}/manifest.parquet`)
+        is read as a store too: its registries become the manifest, and each tile's
+        georeferencing is read from its landmask (downloaded) and the head of its embedding file
+        (a range request) when a request first touches it."""
+        from tessera.store import geotessera as gt
+
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        with _file_lock(self.cache_dir / f".{MANIFEST}.lock"):
+        own = self._fetch_small(MANIFEST, _check_parquet)
+        if own is not None and gt.is_own_manifest(own):
+            if self.dataset_version is not None:
+                raise StoreError(f"{self.url}: --dataset-version {self.dataset_version}: not a "
+                                 "GeoTessera store (a tessera store holds one dataset)")
+            return self._read_manifest(own, f"{self.url}/{MANIFEST}")
+        reg: Path | None
+        if (reg := self._fetch_small(gt.LEGACY_REGISTRY, _check_parquet)) is not None:
+            layout = gt.registry_layout()  # sha256 per file: preferred to a 0.10 manifest
+        elif own is not None:
+            layout, reg = gt.manifest_layout(self.dataset_version), own
+        else:
+            layout = gt.mirror_layout(self.dataset_version or "v1")
+            reg = self._fetch_small(layout.registry, _check_parquet)
+            if reg is None:
+                raise StoreError(
+                    f"{self.url}: not a store: no {MANIFEST} (a tessera store, or geotessera "
+                    f">= 0.10's), no {gt.LEGACY_REGISTRY} (geotessera <= 0.8) and no "
+                    f"{layout.registry} (a geotessera mirror; another dataset: "
+                    "--dataset-version)")
+        lm = self._fetch_small(layout.landmasks, _check_parquet)
+        if lm is None:
+            raise StoreError(f"{self.file_url(layout.landmasks)}: not on the server (the "
+                             f"landmask registry of {layout.describe()})")
+        table, landmasks = gt.read_tables(reg, lm, layout)
+        entries = gt.entries_of(table, landmasks, layout, self.file_url(layout.registry),
+                                self.file_url(layout.landmasks))
+        return gt.GeoTesseraManifest(Manifest.from_entries(entries).table, self._resolve)
+
+    def _resolve(self, e: TileEntry) -> TileEntry:
+        """A GeoTessera tile's georeferencing: its landmask (downloaded, verified) and the header
+        of its embedding file (the cached copy, or the first bytes over a range request)."""
+        from tessera.store import geotessera as gt
+
+        emb = e.files["embeddings"]
+        if self.is_local(emb):
+            with open(self.path(emb), "rb") as f:
+                head = f.read(4096)
+        else:
+            head = self.read_head(emb, 4096)
+        return gt.resolved(e, self.open_file(e.files["mask"]), head, self.file_url(emb))
+
+    def read_head(self, f: FileEntry, n: int) -> bytes:
+        """The first `n` bytes of a listed file (a range request; a server that ignores ranges
+        sends the whole body, of which only `n` bytes are read)."""
+        url = self.file_url(f)
+        failures = 0
+        while True:
             try:
-                return self._fetch_manifest(url, cached)
-            except _Transient as exc:
-                if not cached.exists():
-                    raise StoreError(f"{url}: unreachable after {self.retries + 1} attempts "
-                                     f"({exc}) and no cached manifest in {self.cache_dir}") from None
-                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(cached.stat().st_mtime))
-                warnings.warn(f"{url}: unreachable ({exc}); using the manifest cached at {when} "
-                              f"in {cached}, which may be out of date", RuntimeWarning,
-                              stacklevel=2)
-                return self._read_manifest(cached, f"cached copy of {url}")
+                with self._get(url, {"Range": f"bytes=0-{n - 1}",
+                                     "Accept-Encoding": "identity"}) as r:
+                    if r.status_code not in (200, 206):
+                        raise StoreError(f"{url}: unexpected HTTP {r.status_code} {r.reason}")
+                    buf = bytearray()
+                    for block in self._blocks(r):
+                        buf += block
+                        if len(buf) >= n:
+                            break
+                    return bytes(buf[:n])
+            except _Transient:
+                if failures >= self.retries:
+                    raise
+                self.sleep(self.backoff * 2 ** failures)
+                failures += 1
 
     @staticmethod
     def _read_manifest(path: Path, what: str) -> Manifest:
@@ -188,8 +273,30 @@ class HttpStore:
         except ManifestError as exc:
             raise StoreError(f"{what}: {exc}") from None
 
-    def _fetch_manifest(self, url: str, cached: Path) -> Manifest:
-        etag_file = cached.with_name(MANIFEST + ".etag")
+    def _fetch_small(self, rel: str, check: Callable[[Path], None]) -> Path | None:
+        """A small file of the store (a manifest, a registry), revalidated against its cached
+        copy with If-None-Match; None when the server does not have it. `check(path)` raises
+        StoreError for a damaged file. If the server cannot be reached: the cached copy, with a
+        RuntimeWarning."""
+        url, cached = self.file_url(rel), self.path(rel)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with _file_lock(cached.with_name(f".{cached.name}.lock")):
+            try:
+                return self._fetch_revalidated(url, cached, check)
+            except _Transient as exc:
+                if not cached.exists():
+                    raise StoreError(f"{url}: unreachable after {self.retries + 1} attempts "
+                                     f"({exc}) and no cached {cached.name} in {cached.parent}") from None
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(cached.stat().st_mtime))
+                warnings.warn(f"{url}: unreachable ({exc}); using the copy cached at {when} "
+                              f"in {cached}, which may be out of date", RuntimeWarning,
+                              stacklevel=3)
+                check(cached)
+                return cached
+
+    def _fetch_revalidated(self, url: str, cached: Path, check: Callable[[Path], None]
+                           ) -> Path | None:
+        etag_file = cached.with_name(cached.name + ".etag")
         conditional = cached.exists() and etag_file.exists()
         failures = 0
         while True:
@@ -197,11 +304,14 @@ class HttpStore:
             if conditional:
                 headers["If-None-Match"] = etag_file.read_text().strip()
             try:
-                with self._get(url, headers) as r:
+                with self._get(url, headers, missing_ok=True) as r:
+                    if r.status_code in (404, 410):
+                        return None
                     if r.status_code == 304:
                         try:
-                            return Manifest.read(cached)
-                        except ManifestError:  # a damaged cache: fetch it whole
+                            check(cached)
+                            return cached
+                        except StoreError:  # a damaged cache: fetch it whole
                             etag_file.unlink(missing_ok=True)
                             conditional = False
                             continue
@@ -209,14 +319,14 @@ class HttpStore:
                         raise StoreError(f"{url}: unexpected HTTP {r.status_code} {r.reason}")
                     tmp = self._stream_to_temp(r, url, cached)
                 try:
-                    man = self._read_manifest(tmp, url)
+                    check(tmp)
                     etag_file.unlink(missing_ok=True)
                     os.replace(tmp, cached)
                 finally:
                     tmp.unlink(missing_ok=True)
                 if r.headers.get("ETag"):
                     write_text(etag_file, r.headers["ETag"])
-                return man
+                return cached
             except _Transient:
                 if failures >= self.retries:
                     raise
@@ -260,6 +370,8 @@ class HttpStore:
                 return False
         except FileNotFoundError:
             return False
+        if not f.sha256:  # a registry without hashes (geotessera >= 0.10): the size is all
+            return True   # there is to check once the download was verified
         sidecar = _sha_sidecar(final)
         try:
             recorded = sidecar.read_text().strip().lower()
@@ -304,9 +416,16 @@ class HttpStore:
                     failures += 1
                     continue
             got = part.hasher.hexdigest() if part.size == f.size else None
-            if got == want:
+            etag_md5 = md5_etag(part.etag)
+            if want:
+                ok, expected = got == want, f"sha256 {want}"
+            else:  # no hash listed: the size, and the server's MD5 ETag when it sends one
+                ok = got is not None and etag_md5 in (None, part.md5.hexdigest())
+                expected = f"MD5 {etag_md5} (the server's ETag)" if etag_md5 else "that size"
+            if ok:
                 break
-            actual = (f"{part.size} bytes, sha256 {got}" if got
+            actual = ((f"{part.size} bytes, sha256 {got}" if want else
+                       f"{part.size} bytes, MD5 {part.md5.hexdigest()}") if got
                       else f"more than {f.size} bytes")
             part.discard()
             if fresh_restarts:
@@ -314,15 +433,17 @@ class HttpStore:
                 continue
             tries = "resumed once, then downloaded whole" if resumed else "downloaded twice"
             raise StoreError(f"{url}: the copy does not match the manifest ({tries}): expected "
-                             f"{f.size} bytes, sha256 {want}; got {actual} (the file on the "
+                             f"{f.size} bytes, {expected}; got {actual} (the file on the "
                              "server is corrupt, or differs from its manifest row)")
         sidecar = _sha_sidecar(final)
         sidecar.unlink(missing_ok=True)  # never a sidecar vouching for other bytes
         os.replace(part.path, final)
-        write_text(sidecar, want)
+        if want:
+            write_text(sidecar, want)
         return final
 
-    def _get(self, url: str, headers: dict[str, str]) -> requests.Response:
+    def _get(self, url: str, headers: dict[str, str], missing_ok: bool = False
+             ) -> requests.Response:
         """One streaming GET. Raises _Transient for failures worth retrying, StoreError for
         answers that retrying will not change."""
         try:
@@ -333,7 +454,7 @@ class HttpStore:
                 requests.exceptions.ChunkedEncodingError) as exc:
             raise _Transient(f"{type(exc).__name__}: {exc}") from None
         code = r.status_code
-        if code < 400 or code == 416:
+        if code < 400 or code == 416 or (missing_ok and code in (404, 410)):
             return r
         r.close()
         if code >= 500 or code in (408, 429):
@@ -372,6 +493,7 @@ class HttpStore:
                 total = int(length) if length and not r.headers.get("Content-Encoding") else None
             else:
                 raise StoreError(f"{url}: unexpected HTTP {code} {r.reason}")
+            part.etag = r.headers.get("ETag") or part.etag
             if total is not None and total != size:
                 part.discard()
                 raise StoreError(f"{url}: the server has {total} bytes, the manifest says {size} "
@@ -382,8 +504,7 @@ class HttpStore:
                         if part.size + len(block) > size:
                             block = block[: size - part.size + 1]  # one byte over: mismatch
                         out.write(block)
-                        part.hasher.update(block)
-                        part.size += len(block)
+                        part.update(block)
                         if part.size > size:
                             return
             except _Transient as exc:

@@ -113,8 +113,9 @@ class LocalStore:
 
     def path(self, f: FileEntry | str) -> Path:
         rel = f.path if isinstance(f, FileEntry) else f
-        p = (self.root / rel).resolve()
-        if self.root.resolve() not in p.parents:
+        root = Path(os.path.abspath(self.root))
+        p = Path(os.path.normpath(root / rel))  # lexical: symlinked folders inside are fine
+        if root not in p.parents:
             raise StoreError(f"{rel}: path escapes the store {self.root}")
         return p
 

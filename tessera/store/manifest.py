@@ -317,9 +317,10 @@ class Manifest:
     def models(self, year: int) -> dict[tuple[str, int, str], list[str]]:
         """The distinct (model, dims, weights) of a year, each with its tiles."""
         found: dict[tuple[str, int, str], list[str]] = {}
-        for e in self.query(year=year).entries():
-            found.setdefault(e.provenance, []).append(e.tile)
-        return found
+        cols = self.query(year=year).table.select(["model", "dims", "weights", "tile"])
+        for model, dims, weights, tile in zip(*(c.to_pylist() for c in cols.columns)):
+            found.setdefault((model, int(dims), weights), []).append(tile)
+        return found  # from the columns: no tile entry (nor its georeferencing) is built
 
     def check_one_model(self, year: int, adding: TileEntry | None = None) -> None:
         """Refuse a year whose tiles come from different models, widths or weights (with

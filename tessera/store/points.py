@@ -1,26 +1,85 @@
 """Embeddings at points: each point is read from the pixel containing it, one open of each
-tile for all its points (grouped by tile with numpy, no loop over points)."""
+tile for all its points (grouped by tile with numpy, no loop over points).
+
+Statuses (`tessera.store.results.POINT_STATUSES`): "valid" where the pixel's scale is finite;
+"water" where it is not and the tile's landmask says water (0) there, for stores whose mask file
+is GeoTessera's landmask (`is_landmask`); "nodata" for other points in a stored tile; "outside"
+where no stored tile of that year covers the point (or the point is beyond the grid)."""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from tessera.geo import GridTile, parse_tile_name, tiles_of_points
 from tessera.geo.crs import LONLAT, crs_key, rio_crs, transformer
-from tessera.store.manifest import Manifest
+from tessera.store.layout import relpath
+from tessera.store.manifest import Manifest, TileEntry
 from tessera.store.mosaic import TileOpener, apply, lattice_offset, nearest_in_cell
-from tessera.store.results import DIM, dequantize
+from tessera.store.results import DIM, PointMetadata, dequantize
+
+#: The local path of a tile's landmask (0 = water), or None when its mask is not one.
+MaskOpener = Callable[[TileEntry], "Path | None"]
+
+
+def is_landmask(e: TileEntry) -> bool:
+    """Whether the tile's "mask" file is GeoTessera's landmask (uint8, 0 = water), as in stores
+    in GeoTessera's layouts and mirrors of them. A tessera store's own `_mask.tiff` marks the
+    pixels that were embedded (the tile's cell), so 0 there says nothing about water."""
+    f = e.files.get("mask")
+    return f is not None and f.path != relpath("mask", e.year, e.tile)
+
+
+def water_at(path: Path, e: TileEntry, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """bool (N,): whether the landmask at `path` says water (0) at the pixels (rows, cols) of
+    the tile `e`. One windowed read of the smallest window holding them; pixels the landmask
+    does not cover are not water."""
+    import rasterio
+    from rasterio.windows import Window as RioWindow
+
+    out = np.zeros(rows.size, bool)
+    if rows.size == 0:
+        return out
+    with rasterio.open(path) as src:
+        x, y = apply(e.affine, cols + 0.5, rows + 0.5)  # the pixels' centres
+        if src.crs is not None and crs_key(rio_crs(src.crs)) != crs_key(rio_crs(e.crs)):
+            x, y = transformer(crs_key(rio_crs(e.crs)),
+                               crs_key(rio_crs(src.crs))).transform(x, y)
+        mc, mr = apply(~src.transform, x, y)
+        mr, mc = np.floor(mr).astype(np.int64), np.floor(mc).astype(np.int64)
+        inside = (mr >= 0) & (mr < src.height) & (mc >= 0) & (mc < src.width)
+        if not inside.any():
+            return out
+        r0, r1 = int(mr[inside].min()), int(mr[inside].max()) + 1
+        c0, c1 = int(mc[inside].min()), int(mc[inside].max()) + 1
+        band = src.read(1, window=RioWindow(c0, r0, c1 - c0, r1 - r0))
+    out[inside] = band[mr[inside] - r0, mc[inside] - c0] == 0
+    return out
 
 
 def sample_points(manifest: Manifest, lon: np.ndarray, lat: np.ndarray, year: int,
                   open_tile: TileOpener) -> tuple[np.ndarray, np.ndarray]:
-    """(float32 (N, D) embeddings, NaN unless valid; status (N,) of "valid", "nodata" (in a
-    stored tile, no data there, e.g. sea) or "outside" (no tile of that year in the store, or
-    beyond the grid)). Points are grouped by tile and each tile's two arrays are opened once.
+    """(float32 (N, D) embeddings, NaN unless valid; status (N,) of "valid", "nodata" or
+    "outside"); `sample_at_points` without landmasks, band choice or metadata."""
+    emb, status, _ = sample_at_points(manifest, lon, lat, year, open_tile)
+    return emb, status
+
+
+def sample_at_points(manifest: Manifest, lon: np.ndarray, lat: np.ndarray, year: int,
+                     open_tile: TileOpener, open_mask: MaskOpener | None = None,
+                     bands: Sequence[int] | None = None, dims: int = DIM
+                     ) -> tuple[np.ndarray, np.ndarray, PointMetadata]:
+    """(float32 (N, D) embeddings, NaN unless valid; status (N,) of POINT_STATUSES; where each
+    point was read). Points are grouped by tile and each tile's two arrays are opened once, its
+    landmask (`open_mask`, for points without data only) at most once.
 
     A point's value is that of the pixel containing it, in the tile whose cell contains that
     pixel's centre (as read_region pastes them); next to a zone seam, where that tile's
-    lattice differs, the nearest pixel of the point's own cell."""
+    lattice differs, the nearest pixel of the point's own cell. `bands`: the dimensions to
+    return, in that order (default all); `dims`: the width when no tile is read."""
     n = lon.size
     status = np.full(n, "outside", dtype="<U7")
     with np.errstate(invalid="ignore"):  # NaN points: "outside"
@@ -34,8 +93,9 @@ def sample_points(manifest: Manifest, lon: np.ndarray, lat: np.ndarray, year: in
     entries = {e.tile: e for e in man.entries()}
     # plan: every point -> (tile, row, col) to read, from manifest geometry only
     read_tile = np.full(n, -1, np.int64)
-    read_row = np.zeros(n, np.int64)
-    read_col = np.zeros(n, np.int64)
+    read_row = np.full(n, -1, np.int64)
+    read_col = np.full(n, -1, np.int64)
+    own_tile = np.full(n, -1, np.int64)  # the point's own stored tile (metadata when unread)
     tiles: list[str] = []
     tile_id: dict[str, int] = {}
 
@@ -52,6 +112,7 @@ def sample_points(manifest: Manifest, lon: np.ndarray, lat: np.ndarray, year: in
             continue
         pts = ok[inv == u]
         status[pts] = "nodata"  # in a stored tile; "valid" once a finite scale is read
+        own_tile[pts] = tid(name)
         key = crs_key(rio_crs(e.crs))
         x, y = transformer(LONLAT, key).transform(lon[pts], lat[pts])
         cf, rf = apply(~e.affine, x, y)
@@ -97,7 +158,10 @@ def sample_points(manifest: Manifest, lon: np.ndarray, lat: np.ndarray, year: in
                 sel = pts[~done][fine]
                 read_tile[sel], read_row[sel], read_col[sel] = tid(e.tile), rr[fine], cc[fine]
     # read: one open of each tile, all its points at once
+    sel_bands = None if bands is None else np.asarray(list(bands), np.int64)
+    width = int(dims) if sel_bands is None else int(sel_bands.size)
     out: np.ndarray | None = None
+    unread: dict[int, np.ndarray] = {}  # tile -> its points without data, for the landmask
     order = np.argsort(read_tile, kind="stable")
     bounds = np.searchsorted(read_tile[order], np.arange(len(tiles) + 1))
     for k, name in enumerate(tiles):
@@ -107,18 +171,47 @@ def sample_points(manifest: Manifest, lon: np.ndarray, lat: np.ndarray, year: in
         e = entries[name]
         qm, sm = open_tile(e)
         if out is None:
-            out = np.full((n, qm.shape[2]), np.nan, np.float32)
+            width = qm.shape[2] if sel_bands is None else width
+            out = np.full((n, width), np.nan, np.float32)
         sv = np.asarray(sm[read_row[pts], read_col[pts]])
         good = np.isfinite(sv)
         pv = pts[good]
         if pv.size:
             qv = np.asarray(qm[read_row[pv], read_col[pv]])
+            if sel_bands is not None:
+                qv = qv[:, sel_bands]
             out[pv] = dequantize(qv, sv[good])
             status[pv] = "valid"
+        if not good.all():
+            unread[k] = pts[~good]
         del qm, sm
+    if open_mask is not None:  # no data: water, where the tile's landmask says so
+        for k, pts in unread.items():
+            e = entries[tiles[k]]
+            path = open_mask(e) if is_landmask(e) else None
+            if path is not None:
+                wet = water_at(path, e, read_row[pts], read_col[pts])
+                status[pts[wet]] = "water"
     if out is None:
-        out = np.full((n, DIM), np.nan, np.float32)
-    return out, status
+        out = np.full((n, width), np.nan, np.float32)
+    return out, status, _metadata(tiles, entries, read_tile, read_row, read_col, own_tile)
 
 
-__all__ = ["sample_points"]
+def _metadata(tiles: list[str], entries: dict[str, TileEntry], read_tile: np.ndarray,
+              read_row: np.ndarray, read_col: np.ndarray, own_tile: np.ndarray
+              ) -> PointMetadata:
+    """Per point: the tile read (else its own stored tile, row and col -1), "" when none."""
+    which = np.where(read_tile >= 0, read_tile, own_tile)
+    names = np.array([""] + tiles, dtype=object)
+    info = [entries[t] for t in tiles]
+    lons = np.array([math.nan] + [e.lon for e in info], np.float64)
+    lats = np.array([math.nan] + [e.lat for e in info], np.float64)
+    crss = np.array([""] + [e.crs for e in info], dtype=object)
+    got = read_tile >= 0
+    return PointMetadata(tile=names[which + 1], tile_lon=lons[which + 1],
+                         tile_lat=lats[which + 1],
+                         pixel_row=np.where(got, read_row, -1),
+                         pixel_col=np.where(got, read_col, -1), crs=crss[which + 1])
+
+
+__all__ = ["MaskOpener", "is_landmask", "sample_at_points", "sample_points", "water_at"]

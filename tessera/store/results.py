@@ -14,7 +14,10 @@ from tessera.geotiff import band_names
 
 DIM = 128                  # embedding dimensions of the published model
 EXPORT_FORMATS = ("geotiff", "geotiff-int8", "zarr", "tiles", "memory")
-POINT_STATUSES = ("valid", "nodata", "outside")
+#: What `Client.sample_points` says of each point: "valid" (data), "water" (no data, and the
+#: tile's landmask says water: stores in GeoTessera's layouts), "nodata" (in a stored tile, no
+#: data there), "outside" (no tile of the store covers the point for that year).
+POINT_STATUSES = ("valid", "water", "nodata", "outside")
 
 
 class MissingTilesWarning(UserWarning):
@@ -141,6 +144,40 @@ class DryRun:
 
 
 @dataclasses.dataclass
+class PointMetadata:
+    """Where each sampled point was read (`Client.sample_points(..., metadata=True)`), one
+    array entry per point, as GeoTessera's `sample_embeddings_at_points(include_metadata=True)`
+    reports it: the tile read, its centre, the pixel's row and column in that tile's raster and
+    the tile's CRS. Points no stored tile covers ("outside") have tile "", NaN lon/lat, row and
+    col -1 and crs ""; a point in a stored tile beyond its raster has row and col -1."""
+
+    tile: np.ndarray       # str, e.g. "grid_0.15_52.05"
+    tile_lon: np.ndarray   # float64, the tile's centre
+    tile_lat: np.ndarray
+    pixel_row: np.ndarray  # int64
+    pixel_col: np.ndarray
+    crs: np.ndarray        # str, e.g. "EPSG:32631"
+
+    COLUMNS = ("tile", "tile_lon", "tile_lat", "pixel_row", "pixel_col", "crs")
+
+    def __len__(self) -> int:
+        return len(self.tile)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The six arrays by name, in `COLUMNS` order (a table's columns)."""
+        return {c: getattr(self, c) for c in self.COLUMNS}
+
+    def records(self) -> list[dict[str, Any] | None]:
+        """GeoTessera's per-point dicts {'tile_lon', 'tile_lat', 'pixel_row', 'pixel_col',
+        'crs'} (plus 'tile'), None for a point no stored tile covers."""
+        return [None if not t else
+                {"tile": str(t), "tile_lon": float(lo), "tile_lat": float(la),
+                 "pixel_row": int(r), "pixel_col": int(c), "crs": str(k)}
+                for t, lo, la, r, c, k in zip(self.tile, self.tile_lon, self.tile_lat,
+                                              self.pixel_row, self.pixel_col, self.crs)]
+
+
+@dataclasses.dataclass
 class TilesExport:
     """What `export_tiles_geotiff` did: files written now, files already there, absent tiles."""
 
@@ -156,4 +193,4 @@ class TilesExport:
 
 
 __all__ = ["DIM", "EXPORT_FORMATS", "POINT_STATUSES", "DryRun", "EmbeddingRaster",
-           "MissingTilesWarning", "TilesExport", "dequantize"]
+           "MissingTilesWarning", "PointMetadata", "TilesExport", "dequantize"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
+import hashlib
 import mimetypes
 import os
 import re
@@ -183,7 +184,8 @@ class StoreRequestHandler(BaseHTTPRequestHandler):
         with f:
             st = os.fstat(f.fileno())
             size = st.st_size
-            etag = f'"{size:x}-{st.st_mtime_ns:x}"'
+            etag = (f'"{self.server.md5_of(target, st)}"' if self.server.md5_etags
+                    else f'"{size:x}-{st.st_mtime_ns:x}"')
             modified = email.utils.formatdate(st.st_mtime, usegmt=True)
             common = {"ETag": etag, "Last-Modified": modified, "Accept-Ranges": "bytes"}
             inm = self.headers.get("If-None-Match")
@@ -248,8 +250,26 @@ class _StoreHTTPServer(ThreadingHTTPServer):
     request_queue_size = LISTEN_BACKLOG
     root: str
     log: Callable[[RequestLog], None] | None
+    md5_etags: bool = False
+    _md5: dict[tuple[str, int, int], str]
+
+    def md5_of(self, path: Path, st: os.stat_result) -> str:
+        """The MD5 of a file version (path, size, mtime), hashed on its first request."""
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        with self._lock:
+            known = self._md5.get(key)
+        if known is None:
+            h = hashlib.md5()
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    h.update(block)
+            known = h.hexdigest()
+            with self._lock:
+                self._md5[key] = known
+        return known
 
     def server_activate(self) -> None:
+        self._md5 = {}
         self._slots = threading.BoundedSemaphore(MAX_THREADS)
         self._lock = threading.Lock()
         self._active = 0
@@ -299,11 +319,15 @@ class StoreServer:
 
     `url` is where clients reach it ("http://HOST:PORT", no trailing slash). Use as a context
     manager, or call `close()`; `start()` serves from a daemon thread, `serve_forever()` blocks.
+    `md5_etags`: ETags are the files' MD5 (as object stores send them, and as geotessera >= 0.10
+    and tessera's client check downloads against), hashed once per file version; otherwise
+    size and modification time.
     """
 
     def __init__(self, root: str | os.PathLike, host: str = "127.0.0.1", port: int = 0,
                  log: Callable[[RequestLog], None] | None = None,
-                 handler: type[StoreRequestHandler] = StoreRequestHandler) -> None:
+                 handler: type[StoreRequestHandler] = StoreRequestHandler,
+                 md5_etags: bool = False) -> None:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise StoreError(f"{root}: no such store directory to serve")
@@ -315,6 +339,7 @@ class StoreServer:
                              f"({exc.strerror or exc})") from None
         self.httpd.root = str(self.root)
         self.httpd.log = log
+        self.httpd.md5_etags = md5_etags
         self._thread: threading.Thread | None = None
         self._serving = threading.Event()
         self._closed = False
@@ -371,20 +396,22 @@ class StoreServer:
 
 def serve_store(root: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, *,
                 log: Callable[[RequestLog], None] | None = None,
-                handler: type[StoreRequestHandler] = StoreRequestHandler) -> StoreServer:
+                handler: type[StoreRequestHandler] = StoreRequestHandler,
+                md5_etags: bool = False) -> StoreServer:
     """Serve a store directory from a background thread (port 0: any free port);
     `with serve_store(root) as srv: HttpStore(srv.url)`. `log` receives a RequestLog per
-    request; `handler` lets tests inject faults."""
-    return StoreServer(root, host, port, log=log, handler=handler).start()
+    request; `handler` lets tests inject faults; `md5_etags` as StoreServer."""
+    return StoreServer(root, host, port, log=log, handler=handler, md5_etags=md5_etags).start()
 
 
 def run_server(root: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, *,
                log: Callable[[RequestLog], None] | None = None,
-               on_ready: Callable[[StoreServer], None] | None = None) -> None:
+               on_ready: Callable[[StoreServer], None] | None = None,
+               md5_etags: bool = False) -> None:
     """Serve a store directory until interrupted (Ctrl-C returns normally). Prints nothing:
     `on_ready(server)` runs once the port is bound (e.g. to print `server.url`), `log` gets
     each request."""
-    server = StoreServer(root, host, port, log=log)
+    server = StoreServer(root, host, port, log=log, md5_etags=md5_etags)
     try:
         if on_ready is not None:
             on_ready(server)

@@ -1,12 +1,32 @@
-"""Which tiles a store holds: a table per year and a map (one panel per year)."""
+"""Which tiles a store holds: a table per year, a map (one panel per year) and a JSON document
+(`coverage_doc`, schema below) that programs read instead of the picture.
+
+Coverage JSON (`"format": "tessera-coverage"`, `"format_version": 1`); lon/lat in degrees
+(EPSG:4326), boxes as [west, south, east, north]:
+
+    format, format_version
+    store            where the store is (as `Store.describe()`), or null
+    created          UTC time of writing, ISO 8601
+    bbox             the union of all listed tiles' 0.1 degree cells, or null when none
+    totals           {tile_years, tiles (distinct), years (how many)}
+    models           [{model, dims, weights, version, years: [..], tile_years}] per distinct
+                     embedding model ("" = not recorded by the store)
+    years            [{year, tiles (count), valid_pixels (-1: some tile's count is unknown,
+                     as in GeoTessera's registries), bytes (all files), bbox,
+                     tile_list: [{tile, lon, lat (the cell's centre), bbox, crs, width, height,
+                                  valid_pixels (-1 = unknown), version, model}] sorted by tile}]
+                     sorted by year
+"""
 
 from __future__ import annotations
 
+import datetime
+import json
 import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -94,4 +114,81 @@ def coverage_map(manifest: Manifest, png_path: str | os.PathLike,
     return Path(png_path)
 
 
-__all__ = ["coverage_map", "coverage_table"]
+COVERAGE_FORMAT = "tessera-coverage"
+COVERAGE_FORMAT_VERSION = 1
+
+
+def _box(b: Sequence[float]) -> list[float]:
+    return [round(float(v), 6) for v in b]
+
+
+def coverage_doc(manifest: Manifest, store: str | None = None,
+                 years: Sequence[int] | None = None) -> dict[str, Any]:
+    """The coverage of a manifest (of `years`, default all) as a JSON-able dict; the schema is
+    in the module docstring."""
+    from tessera.geo import parse_tile_name
+
+    have = manifest.years()
+    if years is not None:
+        want = sorted({int(y) for y in years})
+        absent = [y for y in want if y not in have]
+        if absent:
+            raise VizError(f"coverage: year(s) {', '.join(map(str, absent))} not in the "
+                           f"manifest (it has {', '.join(map(str, have)) or 'none'})")
+        manifest = manifest.query(year=want)
+    entries = sorted(manifest.entries(), key=lambda e: (e.year, e.tile))
+    sizes = {(e.tile, e.year): sum(f.size for f in e.files.values()) for e in entries}
+    cells = {e.tile: parse_tile_name(e.tile).bounds for e in entries}
+
+    def union(names: Sequence[str]) -> list[float] | None:
+        if not names:
+            return None
+        bs = np.array([cells[n] for n in names], np.float64)
+        return _box((bs[:, 0].min(), bs[:, 1].min(), bs[:, 2].max(), bs[:, 3].max()))
+
+    out_years = []
+    for y in sorted({e.year for e in entries}):
+        es = [e for e in entries if e.year == y]
+        valid = [int(e.valid_pixels) for e in es]
+        out_years.append({
+            "year": int(y), "tiles": len(es),
+            "valid_pixels": -1 if min(valid) < 0 else int(sum(valid)),
+            "bytes": int(sum(sizes[(e.tile, e.year)] for e in es)),
+            "bbox": union([e.tile for e in es]),
+            "tile_list": [{"tile": e.tile, "lon": round(float(e.lon), 6),
+                           "lat": round(float(e.lat), 6), "bbox": _box(cells[e.tile]),
+                           "crs": e.crs, "width": int(e.width), "height": int(e.height),
+                           "valid_pixels": int(e.valid_pixels), "version": e.version,
+                           "model": e.model} for e in es]})
+    models: dict[tuple[str, int, str, str], list[int]] = {}
+    for e in entries:
+        models.setdefault((e.model, int(e.dims), e.weights, e.version), []).append(e.year)
+    return {
+        "format": COVERAGE_FORMAT, "format_version": COVERAGE_FORMAT_VERSION,
+        "store": store,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "bbox": union(sorted(cells)),
+        "totals": {"tile_years": len(entries), "tiles": len(cells), "years": len(out_years)},
+        "models": [{"model": m, "dims": d, "weights": w, "version": v,
+                    "years": sorted(set(ys)), "tile_years": len(ys)}
+                   for (m, d, w, v), ys in sorted(models.items())],
+        "years": out_years,
+    }
+
+
+def write_coverage_json(manifest: Manifest, path: str | os.PathLike, store: str | None = None,
+                        years: Sequence[int] | None = None) -> Path:
+    """`coverage_doc` written as JSON, atomically."""
+    doc = coverage_doc(manifest, store, years)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    return Path(path)
+
+
+def coverage_json_path(png: str | os.PathLike) -> Path:
+    """Where the coverage JSON goes beside a coverage map: `x.png` -> `x.json`."""
+    return Path(png).with_suffix(".json")
+
+
+__all__ = ["COVERAGE_FORMAT", "COVERAGE_FORMAT_VERSION", "coverage_doc", "coverage_json_path",
+           "coverage_map", "coverage_table", "write_coverage_json"]

@@ -219,6 +219,23 @@ class PixelSample:
     pixel: np.ndarray       # (N,) flat pixel index (row * width + col) in its tile
 
 
+def sample_plan(counts: Sequence[int] | np.ndarray, n_sample: int, seed: int
+                ) -> tuple[np.random.Generator, np.ndarray]:
+    """How many of at most `n_sample` pixels to draw from each source holding `counts` valid
+    pixels: a multivariate hypergeometric draw (so proportional to the counts), and the
+    generator that then picks the pixels within each source (`pick_pixels`, sources in order).
+    Shared by stores and files, so the same pixels give the same sample whatever holds them."""
+    counts = np.asarray(counts, np.int64)
+    n = min(int(n_sample), int(counts.sum()))
+    rng = np.random.default_rng(int(seed))
+    return rng, rng.multivariate_hypergeometric(counts, n)
+
+
+def pick_pixels(rng: np.random.Generator, valid: np.ndarray, k: int) -> np.ndarray:
+    """`k` of the flat indices `valid`, without replacement, sorted (see `sample_plan`)."""
+    return np.sort(rng.choice(valid, int(k), replace=False))
+
+
 def sample_pixels(store: Store, tiles: Sequence[TileLike], year: int, n_sample: int = 100_000,
                   seed: int = 0) -> PixelSample:
     """A uniform sample, without replacement, of at most `n_sample` valid pixels (finite scale)
@@ -237,9 +254,7 @@ def sample_pixels(store: Store, tiles: Sequence[TileLike], year: int, n_sample: 
     if total < 3:
         raise VizError(f"{len(entries)} tile(s) of {year} ({', '.join(e.tile for e in entries)}) "
                        f"hold {total} valid pixels: a PCA needs at least 3")
-    n = min(int(n_sample), total)
-    rng = np.random.default_rng(int(seed))
-    per_tile = rng.multivariate_hypergeometric(counts, n)
+    rng, per_tile = sample_plan(counts, n_sample, seed)
     embs, tix, pix = [], [], []
     for i, (e, k) in enumerate(zip(entries, per_tile)):
         if k == 0:
@@ -250,12 +265,21 @@ def sample_pixels(store: Store, tiles: Sequence[TileLike], year: int, n_sample: 
             raise VizError(f"{e.tile} {e.year}: the manifest lists {e.valid_pixels} valid pixels "
                            f"but {e.files['scales'].path} has {len(valid)} finite scales (stale "
                            "manifest or corrupt file; run `tessera store check`)")
-        idx = np.sort(rng.choice(valid, int(k), replace=False))
+        idx = pick_pixels(rng, valid, int(k))
         embs.append(dequantize(np.asarray(q[idx]), np.asarray(s[idx])))
         tix.append(np.full(len(idx), i, np.int32))
         pix.append(idx)
     return PixelSample(np.concatenate(embs), [e.tile for e in entries], np.concatenate(tix),
                        np.concatenate(pix))
+
+
+def _check_fit_options(stretch: str, percentiles: tuple[float, float]) -> tuple[float, float]:
+    if stretch not in STRETCHES:
+        raise VizError(f"stretch {stretch!r}: expected one of {', '.join(STRETCHES)}")
+    plo, phi = (float(v) for v in percentiles)
+    if not 0.0 <= plo < phi <= 100.0:
+        raise VizError(f"percentiles {percentiles}: expected 0 <= low < high <= 100")
+    return plo, phi
 
 
 def fit_pca(store: Store, tiles: Sequence[TileLike], year: int, n_sample: int = 100_000,
@@ -271,15 +295,29 @@ def fit_pca(store: Store, tiles: Sequence[TileLike], year: int, n_sample: int = 
     colours differ only by the noise of the stretch estimates, a few levels at a few thousand
     pixels, shrinking as 1/sqrt(n_sample); pin the seed (or reuse a saved fit) for identical
     bytes."""
-    if stretch not in STRETCHES:
-        raise VizError(f"stretch {stretch!r}: expected one of {', '.join(STRETCHES)}")
-    plo, phi = (float(v) for v in percentiles)
-    if not 0.0 <= plo < phi <= 100.0:
-        raise VizError(f"percentiles {percentiles}: expected 0 <= low < high <= 100")
+    _check_fit_options(stretch, percentiles)
     sample = sample_pixels(store, tiles, year, n_sample, seed)
-    x = sample.embeddings.astype(np.float64)
+    return fit_sample(sample.embeddings, stretch=stretch, percentiles=percentiles, seed=seed,
+                      year=int(year), tiles=sample.tiles)
+
+
+def fit_sample(embeddings: np.ndarray, *, stretch: str = "percentile",
+               percentiles: tuple[float, float] = (2.0, 98.0), seed: int = 0,
+               year: int | None = None, tiles: Sequence[str] = ()) -> PcaRgb:
+    """The PCA colour model of a sample of valid (N, D) embeddings (see `fit_pca`); `seed`,
+    `year` and `tiles` are recorded in the fit. Non-finite rows are refused: no data must be
+    dropped before the fit."""
+    plo, phi = _check_fit_options(stretch, percentiles)
+    x = np.asarray(embeddings, np.float32).astype(np.float64)
+    if x.ndim != 2:
+        raise VizError(f"PCA sample of shape {x.shape}: expected (N, D)")
     if x.shape[1] < 3:
         raise VizError(f"{x.shape[1]}-d embeddings: a 3-component PCA needs D >= 3")
+    if len(x) < 3:
+        raise VizError(f"{len(x)} valid pixels: a PCA needs at least 3")
+    if not np.isfinite(x).all():
+        raise VizError("PCA sample: holds NaN or infinite values (no-data pixels must be left "
+                       "out of the fit)")
     mean = x.mean(axis=0)
     x -= mean  # in place: the sample is the largest array here
     cov = (x.T @ x) / max(len(x) - 1, 1)
@@ -291,7 +329,7 @@ def fit_pca(store: Store, tiles: Sequence[TileLike], year: int, n_sample: int = 
             comps[k] = -comps[k]
     kw = dict(mean=mean, components=comps, percentiles=(plo, phi),
               explained_variance=np.maximum(vals[order], 0.0), n_sample=len(x), seed=int(seed),
-              year=int(year), tiles=tuple(sample.tiles))
+              year=None if year is None else int(year), tiles=tuple(tiles))
     scores = x @ comps.T  # = PcaRgb.project(sample): the same centred float64 values
     del x
     if stretch == "percentile":
@@ -313,4 +351,5 @@ def pca_for(store: Store, entries: list[TileEntry], year: int,
 
 
 __all__ = ["CHUNK_PIXELS", "HISTOGRAM_LEVELS", "PCA_FORMAT", "PCA_FORMAT_VERSION", "STRETCHES",
-           "PcaRgb", "PixelSample", "fit_pca", "pca_for", "sample_pixels"]
+           "PcaRgb", "PixelSample", "fit_pca", "fit_sample", "pca_for", "pick_pixels",
+           "sample_pixels", "sample_plan"]

@@ -1,5 +1,6 @@
 """False-colour pictures of a store: per-tile RGB GeoTIFFs (and PNGs) in each tile's own UTM
-zone, and region mosaics in one CRS, all coloured with ONE PCA fit (`tessera.viz.pca`).
+zone, and region mosaics in one CRS, all coloured with ONE PCA fit (`tessera.viz.pca`); and
+`finish_picture`, the last steps every picture shares (balance, reprojection, the files).
 
 Memory: tiles are read from memory-mapped `.npy` files and coloured in pixel chunks; a region
 mosaic holds only the output image plus one tile at a time. Every file is written atomically.
@@ -22,7 +23,10 @@ from tessera.geo import Region, TargetGrid, parse_tile_name
 from tessera.geo.crs import LONLAT, reproject_geometry, transformer
 from tessera.geo.region import RegionLike
 from tessera.store.manifest import Manifest, TileEntry
+from tessera.progress import Progress, task
 from tessera.store.protocol import Store
+from tessera.viz.balance import check_balance, equalize_adaptive, stretch_of
+from tessera.viz.georef import parse_crs, reproject_rgba, write_world_file
 from tessera.viz.pca import PcaRgb, pca_for
 from tessera.viz.tiles import TileLike, open_tile, resolve_tiles, store_years
 
@@ -99,11 +103,61 @@ def render_tiles(store: Store, tiles: Sequence[TileLike], year: int, out_dir: st
     return done
 
 
-def _tags(pca: PcaRgb, **extra: Any) -> dict[str, Any]:
+def pca_tags(pca: PcaRgb, balance: str | None = None, **extra: Any) -> dict[str, Any]:
+    """The TESSERA_* tags of a picture's GeoTIFF: what it shows and how it was coloured."""
     return {"TESSERA_PRODUCT": "PCA false colour of TESSERA embeddings (R, G, B = PC1..3)",
             "TESSERA_PCA_STRETCH": pca.stretch, "TESSERA_PCA_SEED": pca.seed,
             "TESSERA_PCA_SAMPLE": pca.n_sample,
+            **({"TESSERA_PCA_BALANCE": balance} if balance else {}),
             **{f"TESSERA_{k.upper()}": v for k, v in extra.items()}}
+
+
+_tags = pca_tags
+
+
+@dataclasses.dataclass
+class Picture:
+    """What `finish_picture` wrote, and the grid of the picture (None: not georeferenced)."""
+
+    png: Path
+    tif: Path | None
+    sidecars: list[Path]
+    grid: TargetGrid | None
+    width: int
+    height: int
+
+
+def finish_picture(rgba: np.ndarray, crs: Any, transform: Any, png_path: str | os.PathLike,
+                   tif_path: str | os.PathLike | None = None, *, balance: str = "percentile",
+                   to_crs: Any = None, max_size: int | None = None, world_file: bool = False,
+                   tags: dict[str, Any] | None = None, label: str = "picture") -> Picture:
+    """The last steps of every picture: refuse one without a single valid pixel (all no data is
+    an error, not an empty image), equalise locally for `balance` "adaptive", reproject to
+    `to_crs` (nearest; the PNG then gets a world file and `.aux.xml`, as with `world_file`), and
+    write the PNG and, with `tif_path`, the RGB + alpha GeoTIFF. `crs` / `transform` None: the
+    picture is not georeferenced (a plain PNG; a GeoTIFF, `to_crs` or `world_file` is refused)."""
+    check_balance(balance)
+    if not rgba[..., 3].any():
+        raise VizError(f"{label}: no valid pixels to draw (every pixel is no data)")
+    georef = crs is not None and transform is not None
+    if not georef and (tif_path is not None or to_crs is not None or world_file):
+        need = "--geotiff" if tif_path is not None else "--crs" if to_crs is not None \
+            else "--world-file"
+        raise VizError(f"{label}: not georeferenced, so {need} cannot place it (for .npy tiles "
+                       "give --landmask with the tile's landmask GeoTIFF)")
+    if balance == "adaptive":
+        rgba = equalize_adaptive(rgba)
+    if to_crs is not None:
+        rgba, transform, crs = reproject_rgba(rgba, crs, transform, parse_crs(to_crs), max_size)
+    png = write_png(png_path, rgba)
+    sidecars = write_world_file(png, transform, crs) if georef and (
+        world_file or to_crs is not None) else []
+    tif = None
+    if tif_path is not None:
+        tif = write_rgba_geotiff(tif_path, rgba, crs, transform, tags)
+    h, w, _ = rgba.shape
+    grid = TargetGrid(parse_crs(crs), transform, w, h, None, "picture") if georef else None
+    return Picture(png, tif, sidecars, grid, w, h)
 
 
 # --- region mosaic -----------------------------------------------------------------------------
@@ -112,9 +166,10 @@ def _tags(pca: PcaRgb, **extra: Any) -> dict[str, Any]:
 class RenderedRegion:
     png: Path
     tif: Path | None
-    grid: TargetGrid     # of the mosaic
+    grid: TargetGrid     # of the picture: the mosaic's, or in `crs` when reprojected
     tiles: list[str]
     pca: PcaRgb
+    sidecars: list[Path] = dataclasses.field(default_factory=list)  # world file, .aux.xml
 
 
 def _cell_in(tile: str, crs: Any) -> Any:
@@ -183,10 +238,17 @@ def _region_grid(region: RegionLike, store: Store, year: int, manifest: Manifest
 def render_region(store: Store, region: RegionLike, year: int, png_path: str | os.PathLike,
                   tif_path: str | os.PathLike | None = None,
                   pca: PcaRgb | str | os.PathLike | None = None, max_size: int = 4096, *,
-                  n_sample: int = 100_000, seed: int = 0, stretch: str = "percentile"
-                  ) -> RenderedRegion:
+                  n_sample: int = 100_000, seed: int = 0, stretch: str = "percentile",
+                  balance: str | None = None, crs: Any = None, world_file: bool = False,
+                  progress: Progress | None = None) -> RenderedRegion:
     """A mosaic of a region in ONE CRS, the UTM zone of the region's centre, as an RGBA PNG and,
     with `tif_path`, a georeferenced RGB + alpha GeoTIFF.
+
+    `balance` ("percentile", "histogram", "adaptive"; see `tessera.viz.balance`) overrides
+    `stretch` for a new fit, and "adaptive" equalises the finished mosaic locally. `crs` (e.g.
+    "EPSG:3857") reprojects the finished mosaic (nearest neighbour, at most `max_size` a side);
+    the PNG then gets a world file and `.aux.xml` (also with `world_file`). A region whose
+    tiles hold no valid pixel at all is an error, not an empty picture.
 
     `region` is a lon/lat bbox (west, south, east, north) or a `tessera.geo.Region` (e.g. a
     polygon file) -- every stored tile of `year` that the UTM rectangle around it touches is
@@ -200,6 +262,10 @@ def render_region(store: Store, region: RegionLike, year: int, png_path: str | o
 
     if int(max_size) < 1:
         raise VizError(f"max_size {max_size}: expected a positive number of pixels")
+    if balance is not None:
+        stretch = stretch_of(balance)
+    if crs is not None:
+        crs = parse_crs(crs)
     manifest = store.manifest()
     if int(year) not in manifest.years():
         raise VizError(f"year {year} is not in the store {store.describe()} (it has "
@@ -225,7 +291,9 @@ def render_region(store: Store, region: RegionLike, year: int, png_path: str | o
     H, W = grid.height, grid.width
     out = np.zeros((H, W, 4), np.uint8)
     x0, y1, r = grid.transform.c, grid.transform.f, grid.resolution
+    bar = task(progress, "colouring", len(entries), "tiles")
     for e in entries:
+        bar.advance(1, info=e.tile)
         left, bottom, right, top = transform_bounds(e.crs, grid.crs, *e.bounds, densify_pts=21)
         c0, c1 = max(0, math.floor((left - x0) / r)), min(W, math.ceil((right - x0) / r))
         r0, r1 = max(0, math.floor((y1 - top) / r)), min(H, math.ceil((y1 - bottom) / r))
@@ -245,14 +313,15 @@ def render_region(store: Store, region: RegionLike, year: int, png_path: str | o
         view = out[r0:r1, c0:c1]
         view[own] = np.moveaxis(tmp, 0, 2)[own]
         del rgba, tmp
-    write_png(png_path, out)
-    tif = None
-    if tif_path is not None:
-        tif = write_rgba_geotiff(tif_path, out, grid.crs, grid.transform,
-                                 _tags(pca, year=int(year), tiles=len(entries),
-                                       region=label))
-    return RenderedRegion(Path(png_path), tif, grid, [e.tile for e in entries], pca)
+    pic = finish_picture(out, grid.crs, grid.transform, png_path, tif_path,
+                         balance=balance or pca.stretch, to_crs=crs, max_size=int(max_size),
+                         world_file=world_file, label=f"{label}, year {year}",
+                         tags=_tags(pca, balance, year=int(year), tiles=len(entries),
+                                    region=label))
+    assert pic.grid is not None  # a mosaic is georeferenced
+    return RenderedRegion(pic.png, pic.tif, pic.grid if crs is not None else grid,
+                          [e.tile for e in entries], pca, pic.sidecars)
 
 
-__all__ = ["RenderedRegion", "RenderedTile", "render_region", "render_tiles", "tile_rgba",
-           "write_png", "write_rgba_geotiff"]
+__all__ = ["Picture", "RenderedRegion", "RenderedTile", "finish_picture", "pca_tags",
+           "render_region", "render_tiles", "tile_rgba", "write_png", "write_rgba_geotiff"]

@@ -72,7 +72,10 @@ def test_simulate_then_embed(tmp_path):
                  "--geotiff-dtype", "int8")
     assert result.exit_code == 0, result.output
     assert np.load(tmp_path / "emb" / "sim.npy").shape == (24, 24, 128)
-    assert (tmp_path / "emb" / "sim_scales.tif").exists()
+    import rasterio
+    with rasterio.open(tmp_path / "emb" / "sim.tif") as src:  # codes + a scale band, one file
+        assert src.count == 129 and src.descriptions[128] == "scale"
+    assert not (tmp_path / "emb" / "sim_scales.tif").exists()
 
 
 @pytest.mark.slow

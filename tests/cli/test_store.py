@@ -82,7 +82,7 @@ def test_download_tiff_and_zarr(url, tmp_path):
               "-o", tmp_path / "r.zarr", "--cache", tmp_path / "c")
     assert res.exit_code == 0, res.output
     groups = sorted(k for k, _ in zarr.open_group(tmp_path / "r.zarr", mode="r").groups())
-    assert groups == ["utm31n", "utm32n"]
+    assert groups == ["utm31", "utm32"]  # GeoTessera's Zarr store layout
 
 
 def test_sample_points_csv_and_geojson(store, tmp_path):
@@ -206,7 +206,7 @@ def test_export_in_a_geographic_crs_and_polygon_regions(store, tmp_path):
     assert res.exit_code == 0, res.output
     with rasterio.open(tmp_path / "ll.tif") as src:
         assert src.crs.to_epsg() == 4326 and abs(src.transform.a - 0.005) < 1e-12
-        assert src.descriptions[0] == "A000"
+        assert src.descriptions[0] == "Tessera_Band_0"
     poly = {"type": "Polygon", "coordinates": [[[5.92, 44.92], [6.08, 44.92], [6.08, 45.08],
                                                 [5.92, 45.08], [5.92, 44.92]]]}
     (tmp_path / "r.geojson").write_text(json.dumps(poly))

@@ -72,7 +72,7 @@ def _commands(world: World, where: Path) -> dict[str, list]:
         "embed": ["embed", world.tile, "-o", where / "emb", "--geotiff", "--no-progress"],
         "simulate": ["simulate", where / "sim", "--size", 32],
         "visualize": ["visualize", "--store", store, "--bbox", BBOX, "--year", 2022,
-                      "-o", where / "v.png"],
+                      "-o", where / "v.png", "--no-progress"],
     }
 
 

@@ -139,7 +139,7 @@ def test_dry_run_numbers(client, store, tmp_path):
         m = client.read_region(region, YEAR, dequantize=False)
     assert (run.height, run.width) == m.shape and run.crs == "EPSG:32632"
     assert run.export_bytes["geotiff"] == m.shape[0] * m.shape[1] * 128 * 4
-    assert run.export_bytes["geotiff-int8"] == m.shape[0] * m.shape[1] * 132
+    assert run.export_bytes["geotiff-int8"] == m.shape[0] * m.shape[1] * 129 * 4  # + scale band
     assert run.export_bytes["tiles"] == sum(e.width * e.height * 512 for e in man.entries())
     text = str(run)
     assert "2 absent" in text and "grid_6.15_45.05" in text and "to download" in text

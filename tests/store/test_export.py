@@ -24,7 +24,8 @@ def test_export_geotiff_matches_read_region(client, tmp_path, small_windows):
     with rasterio.open(path) as src:
         assert src.crs.to_epsg() == 32632 and src.transform == m.transform
         assert src.count == 128 and src.dtypes[0] == "float32" and np.isnan(src.nodata)
-        assert src.descriptions[0] == "A000" and src.descriptions[127] == "A127"
+        assert src.descriptions[0] == "Tessera_Band_0"  # GeoTessera's names
+        assert src.descriptions[127] == "Tessera_Band_127"
         tags = src.tags()
         assert tags["TESSERA_YEAR"] == "2022" and tags["TESSERA_VERSION"] == "simulated-random"
         assert set(tags["TESSERA_TILES"].split(",")) == set(TILES)
@@ -37,12 +38,14 @@ def test_export_geotiff_matches_read_region(client, tmp_path, small_windows):
 
     raw = client.read_region(BBOX, YEAR, dequantize=False)
     p8 = client.export_geotiff(BBOX, YEAR, tmp_path / "r8.tif", dtype="int8", compress="zstd")
-    with rasterio.open(p8) as src, rasterio.open(tmp_path / "r8_scales.tif") as sc:
-        assert src.dtypes[0] == "int8" and src.nodata == -128 and src.count == 128
-        expect = np.where(raw.valid[..., None], raw.embeddings, np.int8(-128))
-        np.testing.assert_array_equal(src.read().transpose(1, 2, 0), expect)
-        np.testing.assert_array_equal(sc.read(1), raw.scales)
-        assert sc.transform == src.transform
+    with rasterio.open(p8) as src:  # one file: the codes (exact, as float32) + a scale band
+        assert src.dtypes[0] == "float32" and np.isnan(src.nodata) and src.count == 129
+        assert src.descriptions[128] == "scale" and src.tags()["TESSERA_SCALE_BAND"] == "129"
+        data = src.read().transpose(1, 2, 0)
+        expect = np.where(raw.valid[..., None], raw.embeddings.astype(np.float32), np.nan)
+        np.testing.assert_array_equal(data[..., :128], expect)
+        np.testing.assert_array_equal(data[..., 128], raw.scales)
+    assert not (tmp_path / "r8_scales.tif").exists()
 
 
 def test_interrupted_geotiff_export_leaves_no_file_and_rerun_completes(client, tmp_path,
@@ -94,10 +97,10 @@ def test_no_space_left_leaves_nothing_corrupt(client, tmp_path, monkeypatch, sma
     monkeypatch.setattr(zarr.Array, "__setitem__", full_disk(real_set))
     out = tmp_path / "r.zarr"
     with pytest.raises(OSError, match="rerun continues") as exc:
-        client.export_zarr(BBOX, YEAR, out)
+        client.export_zarr(BBOX, YEAR, out, chunk=32)
     assert exc.value.errno == errno.ENOSPC and not out.exists()
     partial = zarr.open_group(str(tmp_path / ".r.zarr.partial"), mode="r")
-    assert sum(partial.attrs["tessera:progress"].values()) >= 1  # windows before the failure
+    assert sum(partial.attrs["tessera:progress"].values()) >= 1  # shards before the failure
 
     def counted(real):
         n = [0]
@@ -109,13 +112,13 @@ def test_no_space_left_leaves_nothing_corrupt(client, tmp_path, monkeypatch, sma
 
     setitem, resumed = counted(real_set)
     monkeypatch.setattr(zarr.Array, "__setitem__", setitem)
-    client.export_zarr(BBOX, YEAR, out)  # resumes the partial store
+    client.export_zarr(BBOX, YEAR, out, chunk=32)  # resumes the partial store
     setitem, full = counted(real_set)
     monkeypatch.setattr(zarr.Array, "__setitem__", setitem)
-    ref = client.export_zarr(BBOX, YEAR, tmp_path / "ref.zarr")
+    ref = client.export_zarr(BBOX, YEAR, tmp_path / "ref.zarr", chunk=32)
     assert 0 < resumed[0] < full[0]
     a, b = zarr.open_group(str(out), mode="r"), zarr.open_group(str(ref), mode="r")
-    for zone in ("utm31n", "utm32n"):
+    for zone in ("utm31", "utm32"):
         np.testing.assert_array_equal(a[zone]["embeddings"][:], b[zone]["embeddings"][:])
         np.testing.assert_array_equal(a[zone]["scales"][:], b[zone]["scales"][:])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.zarr", "ref.zarr"]
@@ -139,29 +142,34 @@ def test_export_tiles_geotiff_layout_and_resume(client, store, tmp_path):
 # --- Zarr -------------------------------------------------------------------------------------------
 
 def test_export_zarr_round_trip_with_attributes(client, store, tmp_path):
+    """GeoTessera's Zarr layout (tessera.store.gtzarr; tests/store/test_gtzarr.py reads it back
+    and has geotessera read it)."""
     import zarr
 
     path = client.export_zarr(BBOX, YEAR, tmp_path / "r.zarr")
     root = zarr.open_group(str(path), mode="r")
-    assert root.attrs["geoemb:dimensions"] == 128 and root.attrs["tessera:complete"] is True
-    assert sorted(root.group_keys()) == ["utm31n", "utm32n"]
-    for zone, epsg, tiles in (("utm31n", 32631, (NW, SW)), ("utm32n", 32632, (NE, SE))):
+    ra = root.attrs
+    assert ra["geoemb:dimensions"] == 128 and ra["tessera:complete"] is True
+    assert ra["geoemb:type"] == "pixel" and ra["geoemb:data_type"] == "int8"
+    assert ra["tessera:version"] == "simulated-random" and ra["geoemb:gsd"] == 200.0
+    assert ra["geoemb:quantization"]["scale"] == {"type": "array", "array_name": "scales",
+                                                  "nodata": "+inf"}
+    assert {c["name"] for c in ra["zarr_conventions"]} == {"geoemb:"}
+    assert sorted(root.group_keys()) == ["utm31", "utm32"]
+    for zone, epsg, tiles in (("utm31", 32631, (NW, SW)), ("utm32", 32632, (NE, SE))):
         g = root[zone]
         a = g.attrs
         assert a["proj:code"] == f"EPSG:{epsg}" and "UTM zone" in a["proj:wkt2"]
-        assert {c["name"] for c in a["zarr_conventions"]} == {"geoemb:", "proj:", "spatial:"}
-        assert a["geoemb:type"] == "pixel" and a["geoemb:data_type"] == "int8"
-        assert a["tessera:version"] == "simulated-random" and a["geoemb:gsd"] == 200.0
-        assert a["geoemb:quantization"]["scale"] == {"type": "array", "array_name": "scales",
-                                                     "nodata": "NaN"}
+        assert {c["name"] for c in a["zarr_conventions"]} == {"proj:", "spatial:"}
         emb, sca = g["embeddings"], g["scales"]
         assert emb.dtype == np.int8 and sca.dtype == np.float32
-        assert emb.shape == (*a["spatial:shape"], 128) and emb.chunks == (256, 256, 128)
-        assert emb.metadata.dimension_names == ("y", "x", "band")
+        assert emb.shape == (1, 128, *a["spatial:shape"]) and emb.chunks == (1, 128, 32, 32)
+        assert emb.metadata.dimension_names == ("time", "band", "y", "x")
+        assert list(g["time"][:]) == [YEAR]
         t = a["spatial:transform"]
-        assert a["spatial:bbox"] == [t[2], t[5] + t[4] * sca.shape[0], t[2] + t[0] * sca.shape[1],
+        assert a["spatial:bbox"] == [t[2], t[5] + t[4] * sca.shape[1], t[2] + t[0] * sca.shape[2],
                                      t[5]]
-        q_all, s_all = emb[:], sca[:]
+        q_all, s_all = emb[0].transpose(1, 2, 0), sca[0]
         assert g["x"][0] == t[2] + 100.0
         total = 0
         for name in tiles:  # native pixels: each tile pasted at its offset
@@ -172,4 +180,5 @@ def test_export_zarr_round_trip_with_attributes(client, store, tmp_path):
             np.testing.assert_array_equal(s_all[rr + r0, cc + c0], s[rr, cc])
             total += rr.size
         assert np.isfinite(s_all).sum() == total
+        assert np.isposinf(s_all[~np.isfinite(s_all)]).all()  # no data is +inf (no water here)
         assert (q_all[~np.isfinite(s_all)] == 0).all()
