@@ -416,6 +416,13 @@ def export(
     compress = check_compress(compress)
     if not per_tile and output.exists() and not overwrite and not dry_run:
         fail(f"{output}: exists (use --overwrite to replace it)")
+    if _is_zarr_store(store):
+        if per_tile or is_zarr or crs or resolution or dataset:
+            fail(f"{store}: a Zarr store exports one GeoTIFF (-o OUT.tif) on its zone's grid; "
+                 "--per-tile, a .zarr output, --crs, --resolution and --dataset-version are "
+                 "for tile stores")
+        _export_from_zarr(store, where, year, output, dtype, compress, bands, dry_run)
+        return
     client = _client(store, cache, dataset)
     client.check_year(year)
     held = client.model(year)
@@ -449,6 +456,41 @@ def export(
                                          resolution=resolution, overwrite=overwrite,
                                          compress=compress, bands=chosen)
     out.print(f"wrote {path}")
+
+
+def _export_from_zarr(store: str, where: object, year: int, output: Path, dtype: str,
+                      compress: str, bands: Optional[str], dry_run: bool) -> None:
+    """`export` from a GeoTessera Zarr store: the region's window of its UTM zone (only the
+    chunks it covers are read), as one GeoTIFF with the same bands, tags and encodings as a
+    tile store's export; the int8 codes are recovered exactly from codes x scale."""
+    import numpy as np
+
+    from tessera import geotiff
+    from tessera.dims import parse_bands
+    from tessera.errors import human_bytes
+    from tessera.store.gtzarr import ZarrStore
+
+    z = ZarrStore(store)
+    z.check_year(year)
+    chosen = parse_bands(bands, z.dims) if bands is not None else None
+    reg = z.read_region(where, year)
+    h, w = reg.scales.shape
+    n = len(chosen) if chosen is not None else z.dims
+    out.print(f"{store}: {w} x {h} px of zone {reg.zone} ({reg.crs.to_string()}), "
+              f"about {human_bytes(h * w * (n + (dtype == 'int8')) * 4)} uncompressed")
+    if dry_run:
+        return
+    ok = np.isfinite(reg.scales) & (reg.scales > 0)
+    scales = np.where(ok, reg.scales, np.float32(np.nan)).astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        codes = np.where(ok[..., None], np.rint(reg.embeddings / scales[..., None]), 0)
+    codes = codes.astype(np.int8)
+    tags = {"TESSERA_SOURCE": str(store), "TESSERA_YEAR": str(int(year)),
+            "TESSERA_MODEL_URI": z.model, "TESSERA_DTYPE": dtype}
+    geotiff.write_embeddings(output, crs=reg.crs, transform=reg.transform, width=w, height=h,
+                             dim=z.dims, read=lambda win: (codes[win.slices], scales[win.slices]),
+                             dtype=dtype, tags=tags, compress=compress, bands=chosen)
+    out.print(f"wrote {output}")
 
 
 def _check_per_tile(output: Path, crs: Optional[str], resolution: Optional[float],

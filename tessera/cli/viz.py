@@ -124,8 +124,15 @@ def visualize(
         if _given(ctx, "store"):
             fail(f"{files[0]} is a store; give it as INPUT or --store, not both")
         store, files = str(files[0]), []
+    from tessera.store.gtzarr import is_zarr_store
+
+    zarr_store = not files and bool(store) and is_zarr_store(str(store))
+    if zarr_store:  # GeoTessera's Zarr store, read lazily like a Zarr INPUT
+        if year is None:
+            fail("--year is needed with a store")
+        files = [Path(str(store))]
     if files:
-        if _given(ctx, "store"):
+        if _given(ctx, "store") and not zarr_store:
             fail("give INPUT files or --store, not both")
         if tiles_dir is not None:
             fail("--tiles-dir writes a store's tiles; with INPUT files use --geotiff")

@@ -215,6 +215,10 @@ class HttpStore:
         else:
             layout = gt.mirror_layout(self.dataset_version or "v1")
             reg = self._fetch_small(layout.registry, _check_parquet)
+            if reg is None and self.url.endswith(".zarr"):
+                raise StoreError(f"{self.url}: a GeoTessera Zarr store, not a tile store: "
+                                 "`tessera sample` and `export` (GeoTIFF) read it over HTTP "
+                                 "(Python: tessera.store.gtzarr.ZarrStore)")
             if reg is None:
                 raise StoreError(
                     f"{self.url}: not a store: no {MANIFEST} (a tessera store, or geotessera "

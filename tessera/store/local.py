@@ -95,6 +95,11 @@ class LocalStore:
             raise StoreError(f"{self.root}: --dataset-version {self.dataset_version}: not a "
                              "GeoTessera mirror (a tessera store holds one dataset)")
         if not self.manifest_path.exists():
+            from tessera.store.gtzarr import is_zarr_store
+            if is_zarr_store(self.root):
+                raise StoreError(f"{self.root}: a GeoTessera Zarr store, not a tile store: "
+                                 "`tessera sample`, `export` (GeoTIFF) and `visualize` read it "
+                                 "(Python: tessera.store.gtzarr.ZarrStore)")
             raise StoreError(f"{self.root}: not a store: no {MANIFEST} (a tessera store), nor "
                              "registry.parquet / manifest.parquet + landmasks.parquet or "
                              "npy/*/manifest.parquet (GeoTessera's layouts)")

@@ -360,3 +360,40 @@ def test_a_zarr_store_over_http_is_read_by_byte_ranges(tmp_path: Path) -> None:
     assert emb and all(r.status == 206 for r in emb)
     assert any(r.range.startswith("bytes=-") for r in emb)  # the shard index, at its end
     assert sum(r.nbytes for r in emb) < shard / 4
+
+
+def test_export_and_visualize_from_a_zarr_store(published: tuple[LocalStore, Path],
+                                               tmp_path: Path) -> None:
+    """`export -s STORE.zarr -o OUT.tif` equals the tile store pixel for pixel (codes exact,
+    float32 and int8), `visualize -s STORE.zarr` draws it, and commands that need tiles say
+    what a Zarr store is."""
+    import rasterio
+    from pyproj import Transformer
+
+    from tessera.store.gtzarr import write_zarr_store
+
+    st, _ = published
+    z = write_zarr_store(Client(st), tmp_path / "v1.zarr", YEARS)
+    runner = CliRunner()
+    bbox = "0.1,52.0,0.2,52.1"
+    for dtype in ("float32", "int8"):
+        res = runner.invoke(app, ["export", "-s", str(z), "--year", "2024", "--bbox", bbox,
+                                  "--dtype", dtype, "-o", str(tmp_path / f"{dtype}.tif")])
+        assert res.exit_code == 0, res.output
+    with rasterio.open(tmp_path / "float32.tif") as src:
+        e = np.moveaxis(src.read(), 0, -1)
+        rows, cols = np.nonzero(np.isfinite(e).all(axis=2))
+        xs, ys = rasterio.transform.xy(src.transform, rows, cols)
+        lon, lat = Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True).transform(xs, ys)
+    assert rows.size > 100
+    want, status = Client(st).sample_points((np.asarray(lon), np.asarray(lat)), 2024)
+    assert (status == "valid").all()
+    np.testing.assert_array_equal(e[rows, cols], want)
+    with rasterio.open(tmp_path / "int8.tif") as src:
+        q = np.moveaxis(src.read(), 0, -1)
+    np.testing.assert_array_equal(q[rows, cols, :128] * q[rows, cols, 128:], want)
+    res = runner.invoke(app, ["visualize", "-s", str(z), "--year", "2024", "--bbox", bbox,
+                              "-o", str(tmp_path / "z.png"), "--no-progress"])
+    assert res.exit_code == 0 and (tmp_path / "z.png").is_file(), res.output
+    res = runner.invoke(app, ["coverage", "-s", str(z), "-o", str(tmp_path / "c.png")])
+    assert res.exit_code == 2 and "a GeoTessera Zarr store, not a tile store" in res.output

@@ -32,11 +32,12 @@ def one_line_error(res, *parts):
 
 @pytest.fixture(scope="module")
 def tiles(store, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiffs")
     res = run("download", "--store", store.root, "--tile", WEST, "--tile", EAST, "--year", YEAR,
-              "-f", "tiff", "-o", tmp_path_factory.mktemp("tiffs"), "--no-progress")
+              "-f", "tiff", "-o", folder, "--no-progress")
     assert res.exit_code == 0, res.output
-    return sorted(p for p in (tmp_path_factory.getbasetemp()).rglob("*.tiff")
-                  if p.stem.endswith(f"_{YEAR}") and "tiffs" in str(p))
+    # only this folder: the base temp is shared with every other test of this worker process
+    return sorted(p for p in folder.rglob("*.tiff") if p.stem.endswith(f"_{YEAR}"))
 
 
 def test_visualize_a_tile_geotiff_like_its_store(store, tiles, tmp_path):
