@@ -33,6 +33,19 @@ from tessera.geo.grid import parse_tile_name
 from tessera.store.synthetic import simulated_tile_arrays
 
 LAYOUTS = ("registry", "manifest", "mirror")
+#: the real geotessera clients' venvs (scripts/install_geotessera.sh)
+VENVS = Path(__file__).resolve().parents[1] / ".venv-geotessera"
+
+
+def geotessera_python(version: str) -> Path:
+    """The Python of the venv holding geotessera `version`; skips the test when absent."""
+    import pytest
+
+    py = VENVS / version / "bin" / "python"
+    if not (VENVS / version / ".installed").exists() or not py.exists():
+        pytest.skip(f"geotessera {version} is not installed in {VENVS / version} "
+                    "(run scripts/install_geotessera.sh; 0.11.0 needs a Python 3.12)")
+    return py
 MTIME = 1_700_000_000
 
 

@@ -47,6 +47,20 @@ from tessera.dims import check_bands
 STRIP_BYTES = 256 * 2**20
 
 
+def _requested_crs(crs: Any, resolution: float | None) -> Any:
+    """A user's output CRS as rasterio's, refusing unknown ones and a geographic CRS without a
+    resolution in degrees (the store's pixel size is in metres)."""
+    try:
+        out = rio_crs(crs)
+    except Exception as exc:  # rasterio's CRSError: an unknown code or bad WKT
+        raise ClientError(f"crs {crs!r}: not a coordinate reference system rasterio knows "
+                          f"({' '.join(str(exc).split())})") from None
+    if out.is_geographic and resolution is None:
+        raise ClientError(f"crs {out}: geographic, so give a resolution in degrees (the store's "
+                          "pixel size is in metres)")
+    return out
+
+
 class Client:
     """Reads embeddings from a store (a `Store`, or a path / URL to open one) and exports them;
     see the module docstring for the guarantees."""
@@ -238,14 +252,7 @@ class Client:
         `resolution` or the store's pixel size, bounds snapped outward to multiples of it."""
         one_crs(r)
         if crs is not None:
-            try:
-                crs = rio_crs(crs)
-            except Exception as exc:  # rasterio's CRSError: an unknown code or bad WKT
-                raise ClientError(f"crs {crs!r}: not a coordinate reference system rasterio "
-                                  f"knows ({' '.join(str(exc).split())})") from None
-            if crs.is_geographic and resolution is None:
-                raise ClientError(f"crs {crs}: geographic, so give a resolution in degrees (the "
-                                  "store's pixel size is in metres)")
+            crs = _requested_crs(crs, resolution)
         if resolution is None:
             sizes = {abs(e.transform[0]) for e in present}
             resolution = min(sizes) if sizes else 10.0
@@ -355,14 +362,7 @@ class Client:
         ref = own[0] if own else self.model(year)
         assert ref is not None  # check_year: the year has tiles
         if crs is not None:
-            try:
-                target = rio_crs(crs)
-            except Exception as exc:  # rasterio's CRSError: an unknown code or bad WKT
-                raise ClientError(f"crs {crs!r}: not a coordinate reference system rasterio "
-                                  f"knows ({' '.join(str(exc).split())})") from None
-            if target.is_geographic and resolution is None:
-                raise ClientError(f"crs {target}: geographic, so give a resolution in degrees "
-                                  "(the store's pixel size is in metres)")
+            target = _requested_crs(crs, resolution)
         elif own:
             target = rio_crs(own[0].crs)
         else:

@@ -26,7 +26,7 @@ from tessera.geo.crs import LONLAT
 from tessera.progress import Progress, task
 from tessera.viz.balance import check_balance, stretch_of
 from tessera.viz.pca import PcaRgb, fit_sample, pick_pixels, sample_plan
-from tessera.viz.render import finish_picture, pca_tags
+from tessera.viz.render import finish_picture, fitted_grid, pca_tags
 from tessera.viz.sources import EmbeddingRaster, open_inputs
 
 #: Values (pixels x dimensions) coloured at once (64 MB of float32).
@@ -231,14 +231,7 @@ def plan_views(rasters: Sequence[EmbeddingRaster], bbox: tuple[float, float, flo
                                                / int(max_size)))
     else:
         geom = _lonlat_union(full)
-        res0 = min(_res(r) for r, _ in wins)
-        probe = TargetGrid.from_lonlat_geometry(geom, name="mosaic", resolution=res0)
-        factor = max(1, math.ceil(max(probe.width, probe.height) / int(max_size)))
-        while True:
-            grid = TargetGrid.from_lonlat_geometry(geom, name="mosaic", resolution=res0 * factor)
-            if max(grid.width, grid.height) <= int(max_size):
-                break
-            factor += 1
+        grid = fitted_grid(geom, "mosaic", min(_res(r) for r, _ in wins), max_size)
     res = grid.resolution
     views = [View.of(r, win, max(1, math.floor(res / _res(r) + 1e-9))) for r, win in wins]
     return views, grid

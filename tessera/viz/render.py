@@ -235,6 +235,18 @@ def _region_grid(region: RegionLike, store: Store, year: int, manifest: Manifest
     return geom, names, f"{len(names)} tiles"
 
 
+def fitted_grid(geom: Any, name: str, res0: float, max_size: int) -> TargetGrid:
+    """The UTM grid of a lon/lat geometry at `res0` times the smallest whole factor that keeps
+    both sides within `max_size` pixels."""
+    probe = TargetGrid.from_lonlat_geometry(geom, name=name, resolution=res0)
+    factor = max(1, math.ceil(max(probe.width, probe.height) / int(max_size)))
+    while True:
+        grid = TargetGrid.from_lonlat_geometry(geom, name=name, resolution=res0 * factor)
+        if max(grid.width, grid.height) <= int(max_size):
+            return grid
+        factor += 1
+
+
 def render_region(store: Store, region: RegionLike, year: int, png_path: str | os.PathLike,
                   tif_path: str | os.PathLike | None = None,
                   pca: PcaRgb | str | os.PathLike | None = None, max_size: int = 4096, *,
@@ -281,13 +293,7 @@ def render_region(store: Store, region: RegionLike, year: int, png_path: str | o
     pca = pca_for(store, entries, year, pca, n_sample, seed, stretch)
 
     res0 = min(abs(float(e.transform[0])) for e in entries)
-    grid = TargetGrid.from_lonlat_geometry(geom, name="region", resolution=res0)
-    factor = max(1, math.ceil(max(grid.width, grid.height) / int(max_size)))
-    while True:
-        grid = TargetGrid.from_lonlat_geometry(geom, name="region", resolution=res0 * factor)
-        if max(grid.width, grid.height) <= int(max_size):
-            break
-        factor += 1
+    grid = fitted_grid(geom, "region", res0, max_size)
     H, W = grid.height, grid.width
     out = np.zeros((H, W, 4), np.uint8)
     x0, y1, r = grid.transform.c, grid.transform.f, grid.resolution

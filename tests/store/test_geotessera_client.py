@@ -10,29 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from geotessera_layouts import write_store
+from geotessera_layouts import geotessera_python, write_store
 
 from tessera.store.client import Client
 
 ROOT = Path(__file__).resolve().parents[2]
-VENVS = ROOT / ".venv-geotessera"
 PROBE = ROOT / "tests" / "geotessera_probe.py"
 #: geotessera version -> the layout its local mode reads
 CLIENTS = {"0.7.5": "registry", "0.11.0": "manifest"}
 POINTS = [(0.15, 52.05), (0.11, 52.01), (-0.05, 52.06), (-0.01, 52.09), (5.0, 5.0)]
 
 
-def _python(version: str) -> Path:
-    py = VENVS / version / "bin" / "python"
-    if not (VENVS / version / ".installed").exists() or not py.exists():
-        pytest.skip(f"geotessera {version} is not installed in {VENVS / version} "
-                    "(run scripts/install_geotessera.sh; 0.11.0 needs a Python 3.12)")
-    return py
-
-
 @pytest.mark.parametrize("version", list(CLIENTS))
 def test_real_geotessera_and_tessera_agree(version: str, tmp_path: Path) -> None:
-    py = _python(version)
+    py = geotessera_python(version)
     store = write_store(tmp_path / "store", CLIENTS[version],
                         ["grid_0.15_52.05", "grid_-0.05_52.05"], [2024])
     res = subprocess.run([str(py), str(PROBE), str(store), str(tmp_path / "gt.npz"),

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from geotessera_layouts import LAYOUTS, write_store
+from geotessera_layouts import VENVS, geotessera_python, LAYOUTS, write_store
 from typer.testing import CliRunner
 
 from tessera.cli import app
@@ -28,7 +28,6 @@ from tessera.store.server import StoreRequestHandler, serve_store
 from tessera.store.synthetic import simulated_tile_arrays
 
 ROOT = Path(__file__).resolve().parents[2]
-VENVS = ROOT / ".venv-geotessera"
 PROBE = ROOT / "tests" / "geotessera_probe.py"
 TILES = ["grid_0.15_52.05", "grid_-0.05_52.05"]
 YEARS = [2023, 2024]
@@ -52,14 +51,6 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalStore, Pat
     st = _store(base / "store")
     publish(st, base / "www" / "v1")
     return st, base / "www" / "v1"
-
-
-def _python(version: str) -> Path:
-    py = VENVS / version / "bin" / "python"
-    if not (VENVS / version / ".installed").exists() or not py.exists():
-        pytest.skip(f"geotessera {version} is not installed in {VENVS / version} "
-                    "(run scripts/install_geotessera.sh; 0.11.0 needs a Python 3.12)")
-    return py
 
 
 def test_publish_lays_out_both_registries_and_links_the_tiles(
@@ -135,7 +126,7 @@ def test_publish_refuses_what_it_cannot_do(published: tuple[LocalStore, Path],
 def test_real_geotessera_reads_a_published_store(published: tuple[LocalStore, Path],
                                                  tmp_path: Path, version: str,
                                                  mode: str) -> None:
-    py = _python(version)
+    py = geotessera_python(version)
     st, pub = published
     args = [str(py), str(PROBE), "", str(tmp_path / "gt.npz"),
             *(f"{lon},{lat}" for lon, lat in POINTS)]
@@ -248,7 +239,7 @@ def test_geotessera_registry_tools_accept_and_index_a_published_store(
     """geotessera's own producer tool checks the published tree (sha256 against its SHA256
     files) and builds registries from it, which tessera reads like its own (<= 0.8 `scan`;
     >= 0.10 `file-scan` for the manifest)."""
-    py = _python(version)
+    py = geotessera_python(version)
     tool = py.parent / "geotessera-registry"
     st, pub = published
     tree = tmp_path / "tree"
@@ -331,7 +322,7 @@ def test_publish_zarr_is_read_over_http_by_us_and_by_geotessera(
                                       want)
         assert list(got["status"]) == list(wstatus)
         if (VENVS / "0.11.0" / ".installed").exists():
-            py = _python("0.11.0")
+            py = geotessera_python("0.11.0")
             r = subprocess.run([str(py), "-c", GT_ZARR, url, str(tmp_path / "gt.npy"), "2024",
                                 *(f"{lon},{lat}" for lon, lat in POINTS)],
                                capture_output=True, text=True, timeout=300, cwd=tmp_path)
