@@ -14,6 +14,7 @@ Each kind also derives from the built-in exception it refines, so `except ValueE
     |   |-- PreprocessError > ConflictError (tessera.preprocess)
     |   |-- ManifestError, StoreError > ClientError (tessera.store)
     |   |-- ShardError, TrainError        (tessera.train)
+    |   |-- HeadError                     (tessera.downstream.heads)
     |   `-- VizError                      (tessera.viz)
     |-- NotFoundError (FileNotFoundError) a named file, folder or resource that is not there
     |-- ExistsError (FileExistsError)     an output that exists and is not to be replaced
@@ -105,6 +106,11 @@ class TrainError(InputError):
     """A pretraining run that cannot start or resume as asked."""
 
 
+class HeadError(InputError):
+    """A downstream head that cannot be built, trained, used or loaded as asked (bad kind or
+    parameter, unusable training data, embeddings of another model, a foreign head file)."""
+
+
 class VizError(InputError):
     """A visualisation request that cannot be served (no tiles, absent year, bad PCA file)."""
 
@@ -146,7 +152,7 @@ def require(module: str, extra: str, feature: str) -> None:
 
 
 __all__ = ["CheckpointError", "ClientError",
-           "ConflictError", "DependencyError", "ExistsError", "GridError", "InputError",
+           "ConflictError", "DependencyError", "ExistsError", "GridError", "HeadError", "InputError",
            "ManifestError", "NotFoundError", "PreprocessError", "RegionError", "ShardError",
            "StoreError", "TableError", "TesseraError", "TileFormatError", "TrainError",
            "VizError", "WideTableError", "WriteError", "error_text", "human_bytes", "require"]

@@ -8,6 +8,7 @@ module-level function; `common` holds what they share (errors, progress bars, op
     train.py       shards, pretrain               (needs tessera-eo[train])
     store.py       download, sample, export, serve, store check / publish / import
     viz.py         visualize, coverage
+    head.py        head train / evaluate / predict (needs tessera-eo[eval])
 
 Commands import their heavy dependencies inside their bodies, so `tessera --help` and the store
 commands start without torch, dask or scikit-learn.
@@ -20,7 +21,7 @@ from typing import Any, Optional
 import typer
 import typer.core
 
-from tessera.cli import embed, models, preprocess, simulate, store, train, viz
+from tessera.cli import embed, head, models, preprocess, simulate, store, train, viz
 from tessera.cli.common import command, out
 
 def _flag_types_hidden() -> None:
@@ -113,6 +114,12 @@ store_app.command("check")(store.check)
 store_app.command("publish")(store.publish)
 store_app.command("import")(store.import_)
 app.add_typer(store_app, name="store")
+head_app = typer.Typer(help="Heads on embeddings: train, evaluate, predict maps (needs "
+                            "tessera-eo[eval]).", no_args_is_help=True, rich_markup_mode="rich")
+head_app.command("train")(head.train)
+head_app.command("evaluate")(head.evaluate)
+head_app.command("predict")(head.predict)
+app.add_typer(head_app, name="head")
 
 
 def main() -> None:

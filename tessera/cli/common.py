@@ -193,6 +193,12 @@ def store_option() -> Any:
                              "default $TESSERA_STORE.")
 
 
+def store_option_optional() -> Any:
+    return typer.Option(None, "--store", "-s", envvar="TESSERA_STORE", metavar="STORE",
+                        help="Store (a directory or URL) or a folder of `tessera embed` "
+                             "outputs, for labels without embeddings; default $TESSERA_STORE.")
+
+
 def dataset_version_option() -> Any:
     return typer.Option(None, "--dataset-version", metavar="DATASET",
                         help="Which dataset of a GeoTessera mirror holding several (e.g. v1, "
@@ -267,5 +273,6 @@ def need(module: str, extra: str, feature: str) -> None:
 
 __all__ = ["EXIT_BUG", "EXIT_INTERRUPTED", "EXIT_USER", "Bars", "bbox_option", "cache_option",
            "command", "err", "fail", "need", "out", "overwrite_option", "progress_option",
+           "store_option_optional",
            "region_of", "region_option", "store_option", "threads_option",
            "tile_option", "user_message", "warn", "year_option"]

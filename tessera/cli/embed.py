@@ -180,7 +180,8 @@ def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
 @command
 def embed_points(
     input: Path = typer.Argument(..., metavar="TABLE", help="Long table: CSV or (Geo)Parquet, "
-                                 "one row per (sample_id, date), one column per band."),
+                                 "one row per (sample_id, date), one column per band; or the "
+                                 "WIDE WorldCereal layout (see --wide)."),
     output: Path = typer.Option(..., "-o", "--output", metavar="FILE",
                                 help="Output Parquet file."),
     checkpoint: Optional[Path] = typer.Option(None, metavar="FILE", help="Model checkpoint."),
@@ -189,27 +190,33 @@ def embed_points(
     dim: Optional[int] = typer.Option(None, "--dim", metavar="K", help=DIM_HELP),
     s2_scale: str = typer.Option("x10000", metavar="SCALE", help="S2 values: x10000 "
                                  "(reflectance x 10 000) or reflectance (float 0-1)."),
-    s1_encoding: str = typer.Option("db", metavar="ENCODING", help="S1 values: db (10 log10 "
-                                    "power), linear (power), int16 (TESSERA code) or amplitude "
-                                    "(DN)."),
+    s1_encoding: Optional[str] = typer.Option(None, metavar="ENCODING", help="S1 values: db "
+                                              "(10 log10 power; the default), linear (power), "
+                                              "int16 (TESSERA code) or amplitude (DN; the "
+                                              "default of a wide table)."),
     s1_offset: Optional[float] = typer.Option(None, metavar="DB", help="With --s1-encoding "
                                               "amplitude: dB = 20 log10(DN) + offset (default "
                                               "-83, WorldCereal)."),
     nodata: Optional[list[str]] = typer.Option(None, metavar="VALUE", help="Band value meaning "
                                                "missing, e.g. 65535 (repeatable or "
-                                               "comma-separated)."),
+                                               "comma-separated; a wide table's default: "
+                                               "65535)."),
     rename: Optional[list[str]] = typer.Option(None, metavar="OLD=NEW", help="Read your column "
                                                "OLD as band NEW (repeatable)."),
     s2_pattern: Optional[str] = typer.Option(None, metavar="PATTERN", help="S2 column name "
-                                             "pattern, e.g. 'S2-L2A-{band}'."),
+                                             "pattern, e.g. 'S2-L2A-{band}' (a wide table's "
+                                             "default)."),
     s1_pattern: Optional[str] = typer.Option(None, metavar="PATTERN", help="S1 column name "
-                                             "pattern, e.g. 'S1-SIGMA0-{pol}'."),
+                                             "pattern, e.g. 'S1-SIGMA0-{pol}' (a wide table's "
+                                             "default)."),
     year: Optional[int] = typer.Option(None, metavar="YEAR", help="Keep the rows of this "
                                        "calendar year (needed when the dates span several "
                                        "years)."),
-    fill_missing: bool = typer.Option(False, "--fill-missing", help="Fill absent or all-nodata "
-                                      "S2 bands from their spectral neighbours "
-                                      "(tessera.bands.FILL_RULES), with a warning."),
+    fill_missing: Optional[bool] = typer.Option(None, "--fill-missing/--no-fill-missing",
+                                                help="Fill absent or all-nodata S2 bands from "
+                                                "their spectral neighbours "
+                                                "(tessera.bands.FILL_RULES), with a warning "
+                                                "(default: on for a wide table, else off)."),
     int8: bool = typer.Option(False, "--int8", help="Write int8 embeddings + a float32 scale "
                               "column instead of float32."),
     sampling: Optional[str] = typer.Option(None, metavar="SCHEME", help=SAMPLING_HELP),
@@ -219,30 +226,58 @@ def embed_points(
     id_column: str = typer.Option("sample_id", metavar="COLUMN", help="Sample id column."),
     date_column: Optional[str] = typer.Option(None, metavar="COLUMN", help="Date column "
                                               "(default: date, timestamp or time)."),
+    keep: Optional[list[str]] = typer.Option(None, "--keep", metavar="COL,COL,...",
+                                             help="Input columns to carry into the output "
+                                             "next to the sample id (labels, lon, lat...; "
+                                             "repeatable or comma-separated). One value per "
+                                             "sample: its FIRST row's (a column that varies "
+                                             "within a sample is warned about)."),
+    wide: bool = typer.Option(False, "--wide", help="The input is the WIDE WorldCereal "
+                              "layout (one row per sample, columns like OPTICAL-B02-ts0-10m, "
+                              "a start_date), converted to the long one; its defaults: "
+                              "--s2-pattern S2-L2A-{band} --s1-pattern S1-SIGMA0-{pol} "
+                              "--s1-encoding amplitude --nodata 65535 --fill-missing. A table "
+                              "without a date column and with such columns is detected as "
+                              "wide without it."),
     threads: Optional[int] = threads_option(),
 ) -> None:
-    """Embed point samples of a long table to a Parquet table of embeddings.
+    """Embed point samples of a long (or WIDE WorldCereal) table to a Parquet table.
 
-    One row per sample in the output: sample id, emb_000..emb_127, flags, and the counts of
-    valid S2 / S1 observations."""
+    One row per sample in the output: sample id, the --keep columns, emb_000..emb_127, flags,
+    and the counts of valid S2 / S1 observations."""
     need("torch", "model", "tessera embed-points")
     from tessera.infer import use_threads
-    from tessera.table import TableOptions, embed_points_file
+    from tessera.table import TableOptions, embed_points_file, read_table
+    from tessera.table.wide import WORLDCEREAL_OPTIONS, is_wide
 
+    kept = [k.strip() for v in (keep or []) for k in str(v).split(",") if k.strip()]
+    table = read_table(input)
+    detected = not wide and is_wide(table)
+    if detected:
+        out.print(f"{input}: read as the WIDE WorldCereal layout (band columns like "
+                  "OPTICAL-B02-ts0-10m, no date column), as with --wide")
+    as_wide = wide or detected
+    wc: dict[str, Any] = dict(WORLDCEREAL_OPTIONS) if as_wide else {}
     use_threads(threads)
     caught: list[warnings.WarningMessage] = []
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             opts = TableOptions(
-                s2_scale=s2_scale, s1_encoding=s1_encoding, s1_offset=s1_offset,
-                nodata=_parse_nodata(nodata), rename=_parse_rename(rename),
-                s2_pattern=s2_pattern, s1_pattern=s1_pattern, year=year,
-                fill_missing=fill_missing, id_column=id_column, date_column=date_column)
+                s2_scale=s2_scale,
+                s1_encoding=s1_encoding or wc.get("s1_encoding", "db"),
+                s1_offset=s1_offset,
+                nodata=_parse_nodata(nodata) if nodata else tuple(wc.get("nodata", ())),
+                rename=_parse_rename(rename),
+                s2_pattern=s2_pattern or wc.get("s2_pattern"),
+                s1_pattern=s1_pattern or wc.get("s1_pattern"), year=year,
+                fill_missing=(bool(wc.get("fill_missing", False)) if fill_missing is None
+                              else fill_missing),
+                id_column=id_column, date_column=date_column)
             summary = embed_points_file(
-                input, output, checkpoint=checkpoint, model_id=model, options=opts,
-                sampling=sampling, seed=seed, batch_size=batch_size, device=device, int8=int8,
-                dim=dim)
+                input, output, keep=kept, wide=as_wide, table=table, checkpoint=checkpoint,
+                model_id=model, options=opts, sampling=sampling, seed=seed,
+                batch_size=batch_size, device=device, int8=int8, dim=dim)
     finally:
         _print_warnings(caught)
     flagged = summary.flagged_samples
@@ -250,4 +285,6 @@ def embed_points(
               f"({summary.s2_observations} S2 + {summary.s1_observations} S1 observations); "
               f"{flagged} flagged sample{'s' if flagged != 1 else ''} (no valid S2 or S1); "
               f"{summary.seconds:.1f} s")
+    if summary.kept:
+        out.print(f"kept {', '.join(summary.kept)} (the first row's value per sample)")
     out.print(f"wrote {summary.output}")

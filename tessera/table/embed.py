@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,6 +123,9 @@ class PointsSummary:
     filled_bands: dict[str, list[str]]
     random_init: bool
     seconds: float
+    wide: bool = False  # the input was the WIDE WorldCereal layout, converted
+    kept: tuple[str, ...] = ()  # input columns kept in the output (first row per sample)
+    varying: dict[str, int] = dataclasses.field(default_factory=dict)  # kept column -> samples
 
 
 def write_parquet(df: pd.DataFrame, output: str | os.PathLike) -> Path:
@@ -142,17 +147,76 @@ def write_parquet(df: pd.DataFrame, output: str | os.PathLike) -> Path:
     return output
 
 
-def embed_points_file(input: str | os.PathLike, output: str | os.PathLike, **kwargs: Any
-                      ) -> PointsSummary:
-    """Read a point table, embed it (`embed_table` keywords) and write Parquet atomically."""
+def _id_column(options: TableOptions | None, kwargs: dict[str, Any]) -> str:
+    """The table's sample id column (the one renamed to the id, if any)."""
+    opts = merge_options(options, {k: v for k, v in kwargs.items()
+                                   if k in {f.name for f in dataclasses.fields(TableOptions)}})
+    return next((old for old, new in opts.rename.items() if new == opts.id_column),
+                opts.id_column)
+
+
+def kept_columns(df: pd.DataFrame, id_column: str, keep: Sequence[str], source: str = "<table>"
+                 ) -> tuple[pd.DataFrame, dict[str, int]]:
+    """(the `keep` columns per sample: the value of the sample's FIRST row, indexed by sample
+    id; per kept column whose value varies within a sample, how many samples it varies in).
+    A column the table lacks, or named like an output column, is a TableError."""
+    reserved = {FLAGS_COLUMN, N_S2_COLUMN, N_S1_COLUMN, SCALE_COLUMN, id_column}
+    for k in keep:
+        if k in reserved or re.match(r"^emb_\d+$", str(k)):
+            raise TableError(f"{source}: keep column {k!r}: the output has a column of that name "
+                             "already")
+        if k not in df.columns:
+            shown = ", ".join(map(str, list(df.columns)[:12])) + (
+                ", ..." if len(df.columns) > 12 else "")
+            raise TableError(f"{source}: keep column {k!r}: the table has no such column "
+                             f"(columns: {shown})")
+    if id_column not in df.columns:
+        raise TableError(f"{source}: no id column {id_column!r} to keep columns by")
+    keep = list(dict.fromkeys(keep))
+    first = df.drop_duplicates(id_column, keep="first").set_index(id_column)[keep]
+    counts = df.groupby(id_column, sort=False)[keep].nunique(dropna=False)
+    varying = {str(k): int((counts[k] > 1).sum()) for k in keep if (counts[k] > 1).any()}
+    return first, varying
+
+
+def embed_points_file(input: str | os.PathLike, output: str | os.PathLike, *,
+                      keep: Sequence[str] = (), wide: bool = False,
+                      table: pd.DataFrame | None = None, **kwargs: Any) -> PointsSummary:
+    """Read a point table, embed it (`embed_table` keywords) and write Parquet atomically.
+
+    `keep`: input columns carried into the output next to the sample id, one value per sample:
+    its FIRST row's (a column whose value varies within a sample is warned about, naming how
+    many samples). `wide`: the input is the WIDE WorldCereal layout (`tessera.table.wide`),
+    converted by `wide_to_long` first (read it with `WORLDCEREAL_OPTIONS`). `table`: the input
+    already read (by `read_table(input)`), so it is not read twice."""
     output = Path(output)
     if not output.name.lower().endswith(PARQUET_SUFFIXES):
         raise TableError(f"{output}: the output is Parquet; name it *.parquet")
     if Path(input).exists() and output.exists() and output.resolve() == Path(input).resolve():
         raise TableError(f"{output}: the output would overwrite the input table")
     t0 = time.perf_counter()
-    df = read_table(input)
+    df = read_table(input) if table is None else table
+    id_column = _id_column(kwargs.get("options"), kwargs)
+    if wide:
+        from tessera.table.wide import wide_to_long
+        df = wide_to_long(df, str(input), None if id_column == "sample_id" else id_column)
+    keep = list(dict.fromkeys(keep))
+    first, varying = (kept_columns(df, id_column, keep, str(input)) if keep
+                      else (pd.DataFrame(), {}))
+    for col, n in varying.items():
+        warnings.warn(f"{input}: keep column {col!r} varies within {n} sample"
+                      f"{'s' if n != 1 else ''}; the first row's value is kept", TableWarning,
+                      stacklevel=2)
     result = embed_table(df, **kwargs)
+    if keep:
+        ids = result.columns[0]
+        values = first.reindex(result[ids].to_numpy()).reset_index(drop=True)
+        info = result.attrs.get("tessera")
+        result = pd.concat([result[[ids]], values, result.drop(columns=[ids])], axis=1)
+        if info is not None:
+            result.attrs["tessera"] = {**info, "kept": keep}
+    if wide:
+        result.attrs.setdefault("tessera", {})["wide"] = True
     write_parquet(result, output)
     info = result.attrs["tessera"]
     return PointsSummary(output=output, samples=info["samples"], rows=info["rows"],
@@ -160,4 +224,5 @@ def embed_points_file(input: str | os.PathLike, output: str | os.PathLike, **kwa
                          s1_observations=info["s1_observations"],
                          flagged_samples=info["flagged_samples"], filled_bands=info["filled_bands"],
                          random_init=info["random_init"],
-                         seconds=round(time.perf_counter() - t0, 3))
+                         seconds=round(time.perf_counter() - t0, 3), wide=bool(wide),
+                         kept=tuple(keep), varying=varying)

@@ -84,6 +84,19 @@ def long_column(kind: str, name: str) -> str:
     return f"{kind}-{name}"
 
 
+def is_wide(df: pd.DataFrame) -> bool:
+    """Whether a table is in the WIDE layout: band time-series columns such as
+    OPTICAL-B02-ts0-10m or SAR-VV-ts0-20m and no date / timestamp column (`wide_to_long`)."""
+    cols = [str(c) for c in df.columns]
+    if any(c in ("timestamp", "date", "time") for c in cols):
+        return False
+    for c in cols:
+        m = _WIDE.match(c)
+        if m is not None and _SENSOR_BAND.match(f"{m.group(1)}-{m.group(2)}"):
+            return True
+    return False
+
+
 def first_month(start_date: pd.Series) -> pd.Series:
     """Monthly period of timestep 0: the month containing start_date + 15 days (module doc)."""
     return (start_date + pd.Timedelta(days=15)).dt.to_period("M")

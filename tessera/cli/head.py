@@ -1,0 +1,296 @@
+"""`tessera head train | evaluate | predict`: labels in, a trained head, an honest evaluation,
+a map out (needs tessera-eo[eval]).
+
+LABELS is what users have: points (CSV / GeoJSON / GeoParquet / GeoPackage with a label column),
+polygons (every pixel inside, the polygon kept as the group), a label raster (fields = connected
+components of one label), an embedded point table (`tessera embed-points --keep label`, no
+store needed), or, for `evaluate`, a labelled point table of raw time series (the WorldCereal
+extractions, long or WIDE): embedded here with --model, and the raw series give the baseline.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import typer
+
+from tessera.cli.common import (Bars, bbox_option, cache_option, command, dataset_version_option,
+                                fail, need, out, overwrite_option, progress_option, region_of,
+                                region_option, store_option_optional, tile_option)
+
+if TYPE_CHECKING:
+
+    from tessera.downstream.labels import Joined
+
+HEAD_HELP = "logistic, random_forest, knn, gbm or mlp."
+LABEL_HELP = ("Points (CSV/GeoJSON/GeoParquet/GeoPackage), polygons, a label raster (GeoTIFF) "
+              "or an embedded point table.")
+
+
+def _params(items: Optional[list[str]]) -> dict[str, Any]:
+    """--param KEY=VALUE (repeatable): values as JSON where they parse (numbers, true, lists),
+    else text."""
+    params: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"--param {item!r}: expected KEY=VALUE, e.g. --param n_estimators=300")
+        try:
+            params[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.strip()] = value
+    return params
+
+
+def _numbers(text: str, what: str, kind: type) -> list[Any]:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        fail(f"{what} {text!r}: expected comma-separated {kind.__name__}s")
+    if not values:
+        fail(f"{what}: empty")
+    return values
+
+
+def _joined(labels_path: Path, store: Optional[str], year: Optional[int], label: str,
+            group: Optional[str], task: Optional[str], bands: Optional[str],
+            cache: Optional[Path], dataset: Optional[str]
+            ) -> tuple[Joined, list[int] | None]:
+    """The labels of a file joined with their full-width embeddings (from the store, or the
+    table's), and the --bands chosen among them (the head selects them itself, so it takes
+    the store's full-width embeddings when it predicts)."""
+    from tessera.dims import parse_bands
+    from tessera.downstream.labels import join_embeddings, read_labels
+
+    labels = read_labels(labels_path, label=label, group=group, task=task)
+    if labels.embeddings is None:
+        if store is None:
+            fail(f"{labels_path}: {labels.kind} labels need embeddings: give --store (a store "
+                 "or a folder of `tessera embed` outputs) and --year")
+        if year is None:
+            fail("--year is needed with a store")
+    joined = join_embeddings(labels, store, year, dataset_version=dataset, cache_dir=cache)
+    chosen = parse_bands(bands, joined.X.shape[1]) if bands is not None else None
+    return joined, chosen
+
+
+def _say_dropped(joined: Joined) -> None:
+    gone = {k: v for k, v in joined.dropped.items() if v}
+    if gone:
+        out.print("labels without an embedding (left out): "
+                  + ", ".join(f"{v} {k}" for k, v in gone.items()))
+
+
+@command
+def train(
+    labels: Path = typer.Argument(..., metavar="LABELS", help=LABEL_HELP),
+    output: Path = typer.Option(..., "-o", "--output", metavar="HEAD", help="The head file to "
+                                "write (.skops for scikit-learn heads, .safetensors for mlp)."),
+    store: Optional[str] = store_option_optional(),
+    year: Optional[int] = typer.Option(None, "--year", metavar="YEAR", help="The embeddings' "
+                                       "year (with --store)."),
+    head: str = typer.Option("logistic", "--head", metavar="KIND", help=HEAD_HELP),
+    label: str = typer.Option("label", "--label", metavar="COLUMN", help="Label column."),
+    group: Optional[str] = typer.Option(None, "--group", metavar="COLUMN", help="Group column "
+                                        "(recorded; used by evaluate)."),
+    task: Optional[str] = typer.Option(None, "--task", metavar="TASK", help="classification "
+                                       "or regression (default: from the labels)."),
+    bands: Optional[str] = typer.Option(None, "--bands", metavar="LIST", help="Embedding "
+                                        "dimensions to use, e.g. 0-63."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the head."),
+    param: Optional[list[str]] = typer.Option(None, "--param", metavar="KEY=VALUE",
+                                              help="A head parameter (repeatable), e.g. "
+                                              "n_estimators=300, epochs=50."),
+    overwrite: bool = overwrite_option(),
+    progress: bool = progress_option(),
+    cache: Optional[Path] = cache_option(),
+    dataset: Optional[str] = dataset_version_option(),
+) -> None:
+    """Train a head on labelled embeddings and save it (with the embedding model it needs).
+
+    The saved head records the embedding model id, its width and bands, the class names and
+    the training data's fingerprint; `head predict` refuses embeddings of another model."""
+    need("sklearn", "eval", "tessera head")
+    from tessera.downstream.heads import make_head
+
+    joined, chosen = _joined(labels, store, year, label, group, task, bands, cache, dataset)
+    _say_dropped(joined)
+    h = make_head(head, joined.task, classes=joined.classes, seed=seed, model=joined.model,
+                  bands=chosen, **_params(param))
+    with Bars(progress) as bars:
+        h.fit(joined.X, joined.y, progress=bars)
+    h.info.extra.update({"labels": str(labels), "label_column": label, "year": joined.year,
+                         "store": str(store) if store else "", "weights": joined.weights,
+                         "dropped": joined.dropped})
+    path = h.save(output, overwrite=overwrite)
+    what = (f"{len(joined.classes)} classes" if joined.task == "classification"
+            else "regression")
+    out.print(f"wrote {path}: {head} head, {what}, {len(joined)} samples of "
+              f"{joined.model or 'an unrecorded model'} ({h.info.dims} dims)")
+
+
+def _table_mode(path: Path, model: str, checkpoint: Optional[Path], min_count: int,
+                year: Optional[int]) -> tuple[Any, Any, Any, Any, list[str], dict[str, Any]]:
+    """A labelled point table of raw time series (the WorldCereal extractions): X embedded
+    with the model, the raw series as the baseline, y its classes, groups its h3 cells."""
+    import numpy as np
+
+    from tessera.downstream.features import embed_samples, raw_features, tessera_embedder
+    from tessera.downstream.tables import load_table
+
+    table = load_table(path, min_count=min_count, year="auto" if year is None else year)
+    emb = embed_samples(table, tessera_embedder(checkpoint=checkpoint, preset=model))
+    raw, names = raw_features(table.year_rows(), table.sample_ids, id_column=table.id_column,
+                              date_column=table.date_column)
+    ok = ~emb.missing
+    # gaps in the raw series (no observation that month, nodata): the column median over all
+    # samples (features only, no labels), so every head kind takes the baseline
+    med = np.nanmedian(np.where(np.isfinite(raw), raw, np.nan), axis=0) if raw.size else raw
+    raw = np.where(np.isfinite(raw), raw, med[None, :]).astype(np.float32)
+    classes = sorted({str(c) for c in table.labels})
+    y = np.array([classes.index(str(c)) for c in table.labels], np.int64)
+    meta = {"table": table.info(), "embedded_with": model or str(checkpoint),
+            "raw_features": len(names), "samples_without_embedding": int((~ok).sum()),
+            "raw_baseline": "the same heads on the raw series of the evaluation year (every "
+                            "band at every date, gaps filled with the column median)",
+            "class_names": {c: table.class_names.get(c, c) for c in classes}}
+    return emb.x[ok], raw[ok], y[ok], table.cells[ok], classes, meta
+
+
+@command
+def evaluate(
+    labels: Path = typer.Argument(..., metavar="LABELS", help=LABEL_HELP + " Or, with "
+                                  "--model, a labelled point table of raw time series "
+                                  "(WorldCereal extractions, long or WIDE)."),
+    output: Path = typer.Option(..., "-o", "--output", metavar="DIR", help="Report folder "
+                                "(report.json, results.csv, summary.md, learning_curve.png, "
+                                "confusion_matrix.png)."),
+    store: Optional[str] = store_option_optional(),
+    year: Optional[int] = typer.Option(None, "--year", metavar="YEAR", help="The embeddings' "
+                                       "year (with --store); with --model, the table's "
+                                       "evaluation year (default: its main year)."),
+    model: Optional[str] = typer.Option(None, "--model", metavar="ID", help="Embed a raw point "
+                                        "table with this model (e.g. tiny, v1); its raw series "
+                                        "become the baseline."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", metavar="FILE",
+                                              help="Embed a raw point table with these "
+                                              "weights."),
+    heads: str = typer.Option("logistic,random_forest", "--heads", metavar="LIST",
+                              help="Heads to score: " + HEAD_HELP),
+    split: Optional[str] = typer.Option(None, "--split", metavar="METHOD", help="random, "
+                                        "grouped (by --group, or polygons / raster fields), "
+                                        "spatial (blocks of --block-size m) or column (one "
+                                        "fold per --group value; the default for raw point "
+                                        "tables: their h3 cells). Default: grouped when the "
+                                        "labels have groups, else spatial 10 km blocks."),
+    block_size: float = typer.Option(10_000.0, "--block-size", metavar="M", help="Spatial "
+                                     "block edge in metres."),
+    k: int = typer.Option(5, "--k", metavar="K", help="Folds (random, grouped, spatial)."),
+    fractions: str = typer.Option("0.01,0.1,1", "--fractions", metavar="LIST",
+                                  help="Label fractions of each training pool (nested)."),
+    seeds: str = typer.Option("0,1,2", "--seeds", metavar="LIST", help="Seeds (subsets and "
+                              "heads)."),
+    label: str = typer.Option("label", "--label", metavar="COLUMN", help="Label column."),
+    group: Optional[str] = typer.Option(None, "--group", metavar="COLUMN", help="Group column "
+                                        "(e.g. a field id or an H3 cell)."),
+    task: Optional[str] = typer.Option(None, "--task", metavar="TASK", help="classification "
+                                       "or regression (default: from the labels)."),
+    min_count: int = typer.Option(10, "--min-count", metavar="N", help="Raw point tables: "
+                                  "classes with fewer samples merge into 'other'."),
+    progress: bool = progress_option(),
+    cache: Optional[Path] = cache_option(),
+    dataset: Optional[str] = dataset_version_option(),
+) -> None:
+    """Score heads on labelled embeddings with geographically separated splits, label
+    fractions repeated over seeds, and baselines always beside them (the majority class or
+    training mean; for raw point tables the same heads on the raw time series, on the same
+    splits and subsets)."""
+    need("sklearn", "eval", "tessera head")
+    import numpy as np
+
+    from tessera.downstream.benchmark import evaluate as run_eval
+    from tessera.downstream.report import write_report
+    from tessera.downstream.splits import make_folds
+
+    kinds = [h.strip() for h in heads.split(",") if h.strip()]
+    fracs = _numbers(fractions, "--fractions", float)
+    seed_list = _numbers(seeds, "--seeds", int)
+    meta: dict[str, Any] = {"labels": str(labels), "heads": kinds}
+    baselines = None
+    if model is not None or checkpoint is not None:
+        X, raw, y, groups, classes, more = _table_mode(labels, model or "", checkpoint,
+                                                       min_count, year)
+        meta.update(more)
+        t = "classification"
+        baselines = {"raw": raw}
+        lon = lat = None
+        split = split or "column"
+        if split != "column":
+            fail("raw point tables are split by their h3 cells (--split column)")
+    else:
+        joined, _ = _joined(labels, store, year, label, group, task, None, cache, dataset)
+        _say_dropped(joined)
+        X, y, groups, classes, t = joined.X, joined.y, joined.groups, joined.classes, joined.task
+        lon, lat = joined.lon, joined.lat
+        meta.update({"store": str(store) if store else "", "year": joined.year,
+                     "model": joined.model, "dims": joined.dims, "dropped": joined.dropped,
+                     "raw_baseline": "none: a store holds embeddings only (the majority / "
+                                     "mean reference is shown)"})
+        split = split or ("grouped" if groups is not None else "spatial")
+    data: Any = ({"lon": np.asarray(lon), "lat": np.asarray(lat)} if lon is not None
+                 else len(y))
+    if split in ("grouped", "column") and groups is None:
+        fail(f"--split {split} needs groups: --group COLUMN, or polygon / raster labels")
+    folds = make_folds(data, split, k=k, seed=seed_list[0],
+                       labels=y if t == "classification" else None,
+                       group=groups if split in ("grouped", "column") else None,
+                       block_size_m=block_size if split == "spatial" else None)
+    meta.update({"split": split, "block_size_m": block_size if split == "spatial" else None})
+    with Bars(progress) as bars:
+        res = run_eval(X, y, task=t, classes=classes, folds=folds, heads=kinds,
+                       fractions=fracs, seeds=seed_list, baselines=baselines, progress=bars)
+    files = write_report(res, output, title=f"TESSERA heads on {labels.name}", meta=meta)
+    out.print((output / "summary.md").read_text() if (output / "summary.md").exists() else "")
+    out.print("wrote " + ", ".join(str(p) for p in files.values()))
+
+
+@command
+def predict(
+    head: Path = typer.Argument(..., metavar="HEAD", help="A head file (`tessera head train`)."),
+    output: Path = typer.Option(..., "-o", "--output", metavar="MAP.tif", help="The map "
+                                "GeoTIFF: class (with a colour table and class names) + "
+                                "confidence, or the predicted value."),
+    store: Optional[str] = store_option_optional(),
+    year: int = typer.Option(..., "--year", metavar="YEAR", help="The embeddings' year."),
+    bbox: Optional[str] = bbox_option(),
+    region: Optional[Path] = region_option(),
+    tile: Optional[list[str]] = tile_option(),
+    png: Optional[Path] = typer.Option(None, "--png", metavar="FILE", help="A preview PNG with "
+                                       "a legend (default: MAP.png)."),
+    crs: Optional[str] = typer.Option(None, "--crs", metavar="CRS", help="Map CRS (default: "
+                                      "the UTM zone of the region's centre)."),
+    progress: bool = progress_option(),
+    cache: Optional[Path] = cache_option(),
+    dataset: Optional[str] = dataset_version_option(),
+) -> None:
+    """Apply a head to a region of a store: a map GeoTIFF and a PNG preview, in bounded
+    memory (strip by strip: the same for a 100 km region as for a tile)."""
+    need("sklearn", "eval", "tessera head")
+    from tessera.downstream.heads import Head
+    from tessera.downstream.predict_map import predict_map
+    from tessera.store import open_store
+    from tessera.store.client import Client
+
+    if not store:
+        fail("--store is needed (or $TESSERA_STORE)")
+    if output.suffix.lower() not in (".tif", ".tiff"):
+        fail(f"{output}: expected a .tif/.tiff output")
+    where = region_of(bbox, region, tile)
+    h = Head.load(head)
+    client = Client(open_store(store, cache_dir=cache, dataset_version=dataset))
+    with Bars(progress) as bars:
+        res = predict_map(h, client, where, year, output,
+                          png=png or output.with_suffix(".png"), crs=crs, progress=bars)
+    out.print(f"wrote {res}")
