@@ -56,7 +56,7 @@ def _numbers(text: str, what: str, kind: type) -> list[Any]:
 
 def _joined(labels_path: Path, store: Optional[str], year: Optional[int], label: str,
             group: Optional[str], task: Optional[str], bands: Optional[str],
-            cache: Optional[Path], dataset: Optional[str]
+            cache: Optional[Path], dataset: Optional[str], layer: Optional[str] = None
             ) -> tuple[Joined, list[int] | None]:
     """The labels of a file joined with their full-width embeddings (from the store, or the
     table's), and the --bands chosen among them (the head selects them itself, so it takes
@@ -64,7 +64,8 @@ def _joined(labels_path: Path, store: Optional[str], year: Optional[int], label:
     from tessera.dims import parse_bands
     from tessera.downstream.labels import join_embeddings, read_labels
 
-    labels = read_labels(labels_path, label=label, group=group, task=task)
+    band: str | int | None = int(layer) if layer is not None and layer.isdigit() else layer
+    labels = read_labels(labels_path, label=label, group=group, task=task, layer=band)
     if labels.embeddings is None:
         if store is None:
             fail(f"{labels_path}: {labels.kind} labels need embeddings: give --store (a store "
@@ -97,6 +98,9 @@ def train(
                                         "(recorded; used by evaluate)."),
     task: Optional[str] = typer.Option(None, "--task", metavar="TASK", help="classification "
                                        "or regression (default: from the labels)."),
+    layer: Optional[str] = typer.Option(None, "--layer", metavar="NAME", help="The layer of "
+                                        "a GeoPackage, the band of a label raster, or the "
+                                        "label variable of a netCDF cube (e.g. CT)."),
     bands: Optional[str] = typer.Option(None, "--bands", metavar="LIST", help="Embedding "
                                         "dimensions to use, e.g. 0-63."),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the head."),
@@ -115,7 +119,8 @@ def train(
     need("sklearn", "eval", "tessera head")
     from tessera.downstream.heads import make_head
 
-    joined, chosen = _joined(labels, store, year, label, group, task, bands, cache, dataset)
+    joined, chosen = _joined(labels, store, year, label, group, task, bands, cache, dataset,
+                             layer)
     _say_dropped(joined)
     h = make_head(head, joined.task, classes=joined.classes, seed=seed, model=joined.model,
                   bands=chosen, **_params(param))
@@ -199,6 +204,13 @@ def evaluate(
                                        "or regression (default: from the labels)."),
     min_count: int = typer.Option(10, "--min-count", metavar="N", help="Raw point tables: "
                                   "classes with fewer samples merge into 'other'."),
+    raw_tiles: Optional[list[Path]] = typer.Option(None, "--raw-tiles", metavar="DIR",
+                                                   help="d-pixel tile folders the embeddings "
+                                                   "came from (repeatable): their monthly "
+                                                   "medians are the raw-data baseline."),
+    layer: Optional[str] = typer.Option(None, "--layer", metavar="NAME", help="The layer of "
+                                        "a GeoPackage, the band of a label raster, or the "
+                                        "label variable of a netCDF cube (e.g. CT)."),
     progress: bool = progress_option(),
     cache: Optional[Path] = cache_option(),
     dataset: Optional[str] = dataset_version_option(),
@@ -230,14 +242,22 @@ def evaluate(
         if split != "column":
             fail("raw point tables are split by their h3 cells (--split column)")
     else:
-        joined, _ = _joined(labels, store, year, label, group, task, None, cache, dataset)
+        joined, _ = _joined(labels, store, year, label, group, task, None, cache, dataset,
+                            layer)
         _say_dropped(joined)
         X, y, groups, classes, t = joined.X, joined.y, joined.groups, joined.classes, joined.task
         lon, lat = joined.lon, joined.lat
         meta.update({"store": str(store) if store else "", "year": joined.year,
                      "model": joined.model, "dims": joined.dims, "dropped": joined.dropped,
                      "raw_baseline": "none: a store holds embeddings only (the majority / "
-                                     "mean reference is shown)"})
+                                     "mean reference is shown; --raw-tiles adds one)"})
+        if raw_tiles:
+            raw, covered = _raw_from_tiles(raw_tiles, np.asarray(lon), np.asarray(lat))
+            baselines = {"raw": raw}
+            meta["raw_baseline"] = (
+                "the same heads on monthly medians of the d-pixel tiles' S2 bands and S1 VV / "
+                f"VH ({raw.shape[1]} features; gaps filled with the column median); "
+                f"{covered} of {len(raw)} labelled pixels inside the tiles")
         split = split or ("grouped" if groups is not None else "spatial")
     data: Any = ({"lon": np.asarray(lon), "lat": np.asarray(lat)} if lon is not None
                  else len(y))
@@ -263,7 +283,8 @@ def predict(
                                 "GeoTIFF: class (with a colour table and class names) + "
                                 "confidence, or the predicted value."),
     store: Optional[str] = store_option_optional(),
-    year: int = typer.Option(..., "--year", metavar="YEAR", help="The embeddings' year."),
+    year: Optional[int] = typer.Option(None, "--year", metavar="YEAR", help="The embeddings' "
+                                       "year (with --store)."),
     bbox: Optional[str] = bbox_option(),
     region: Optional[Path] = region_option(),
     tile: Optional[list[str]] = tile_option(),
@@ -271,26 +292,178 @@ def predict(
                                        "a legend (default: MAP.png)."),
     crs: Optional[str] = typer.Option(None, "--crs", metavar="CRS", help="Map CRS (default: "
                                       "the UTM zone of the region's centre)."),
+    compare: Optional[Path] = typer.Option(None, "--compare", metavar="LABELS", help="A label "
+                                           "raster (GeoTIFF, or a netCDF cube with --layer): "
+                                           "also MAP_vs_labels.png, the labels beside the "
+                                           "prediction in the same colours."),
+    layer: Optional[str] = typer.Option(None, "--layer", metavar="NAME", help="The band or "
+                                        "netCDF variable of --compare."),
+    embeddings: Optional[Path] = typer.Option(None, "--embeddings", metavar="FILE.tif",
+                                              help="Instead of a store and a region: a GeoTIFF "
+                                              "of embeddings (`tessera embed --geotiff`, an "
+                                              "export), mapped on its own grid."),
     progress: bool = progress_option(),
     cache: Optional[Path] = cache_option(),
     dataset: Optional[str] = dataset_version_option(),
 ) -> None:
-    """Apply a head to a region of a store: a map GeoTIFF and a PNG preview, in bounded
-    memory (strip by strip: the same for a 100 km region as for a tile)."""
+    """Apply a head to a region of a store (or to a GeoTIFF of embeddings): a map GeoTIFF and
+    a PNG preview, in bounded memory (strip by strip: the same for a 100 km region as for a
+    tile)."""
     need("sklearn", "eval", "tessera head")
     from tessera.downstream.heads import Head
     from tessera.downstream.predict_map import predict_map
     from tessera.store import open_store
     from tessera.store.client import Client
 
-    if not store:
-        fail("--store is needed (or $TESSERA_STORE)")
     if output.suffix.lower() not in (".tif", ".tiff"):
         fail(f"{output}: expected a .tif/.tiff output")
-    where = region_of(bbox, region, tile)
     h = Head.load(head)
+    if embeddings is not None:
+        if bbox or region or tile:
+            fail("--embeddings maps the whole file; --bbox / --region / --tile are for stores")
+        with Bars(progress) as bars:
+            res = _predict_file(h, embeddings, output, png or output.with_suffix(".png"), bars)
+        out.print(f"wrote {res}")
+        if compare is not None:
+            out.print(f"wrote {_compare_png(h, res.tif, compare, layer)}")
+        return
+    if not store:
+        fail("--store is needed (or $TESSERA_STORE), or --embeddings FILE.tif")
+    if year is None:
+        fail("--year is needed with a store")
+    where = region_of(bbox, region, tile)
     client = Client(open_store(store, cache_dir=cache, dataset_version=dataset))
     with Bars(progress) as bars:
         res = predict_map(h, client, where, year, output,
                           png=png or output.with_suffix(".png"), crs=crs, progress=bars)
     out.print(f"wrote {res}")
+    if compare is not None:
+        out.print(f"wrote {_compare_png(h, res.tif, compare, layer)}")
+
+
+def _predict_file(head: Any, path: Path, out_tif: Path, png: Path, progress: Any) -> Any:
+    """`head predict --embeddings`: a GeoTIFF of embeddings mapped strip by strip (rows of
+    256 px), checked against the head's model (the file's `model` / TESSERA_MODEL tag)."""
+    import numpy as np
+    import rasterio
+
+    from tessera.downstream.predict_map import predict_strips
+    from tessera.geotiff import Window, read_embeddings
+    from tessera.store.results import EmbeddingRaster
+
+    with rasterio.open(path) as src:
+        tags, h, w, crs, transform = src.tags(), src.height, src.width, src.crs, src.transform
+    first, dims = read_embeddings(path, Window(0, 0, min(h, 1), min(w, 1)))
+    model = str(tags.get("TESSERA_MODEL") or tags.get("model") or "")
+    head.check_input(model, len(dims), str(path))
+    year = int(tags["year"]) if str(tags.get("year", "")).strip().isdigit() else 0
+    rows = 256
+
+    def strips() -> Any:
+        for r in range(0, h, rows):
+            win = Window(r, 0, min(rows, h - r), w)
+            e, _ = read_embeddings(path, win)
+            ok = np.isfinite(e).all(axis=2)
+            scales = np.where(ok, np.float32(1), np.float32(np.nan))
+            yield EmbeddingRaster(np.where(ok[..., None], e, np.nan).astype(np.float32),
+                                  scales, crs, transform * transform.translation(0, r), year)
+
+    return predict_strips(head, strips(), crs=crs, transform=transform, width=w, height=h,
+                          dims=len(dims), out_tif=out_tif, png=png, progress=progress,
+                          tags={"TESSERA_MODEL": model, "TESSERA_SOURCE": str(path)},
+                          title=path.name)
+
+
+def _raw_from_tiles(tiles: list[Path], lon: Any, lat: Any) -> tuple[Any, int]:
+    """The raw-data baseline at labelled pixels: `tile_raw_features` of the tile folder
+    holding each one (median-filled gaps; rows outside every tile get the medians only)."""
+    import numpy as np
+    from pyproj import Transformer
+
+    from tessera.dpixel import Tile
+    from tessera.downstream.features import tile_raw_features
+
+    out: Any = None
+    covered = np.zeros(len(lon), bool)
+    for d in tiles:
+        feats, _ = tile_raw_features(d)
+        t = Tile.open(d)
+        if out is None:
+            out = np.full((len(lon), feats.shape[2]), np.nan, np.float32)
+        x, y = Transformer.from_crs("EPSG:4326", t.crs, always_xy=True).transform(lon, lat)
+        col, row = ~t.transform * (np.asarray(x), np.asarray(y))
+        r, c = np.floor(row).astype(int), np.floor(col).astype(int)
+        inside = (r >= 0) & (r < feats.shape[0]) & (c >= 0) & (c < feats.shape[1]) & ~covered
+        out[inside] = feats[r[inside], c[inside]]
+        covered |= inside
+    med = np.nanmedian(out, axis=0)
+    med = np.where(np.isfinite(med), med, 0.0)
+    return np.where(np.isfinite(out), out, med[None, :]).astype(np.float32), int(covered.sum())
+
+
+def _compare_png(head: Any, map_tif: Path, labels: Path, layer: Optional[str]) -> str:
+    """`MAP_vs_labels.png`: the label raster (resampled nearest onto the map's grid) beside the
+    predicted classes, in the map's colours, with one legend; and the pixel agreement."""
+    import contextlib
+
+    import matplotlib
+    import numpy as np
+    import rasterio
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+    from rasterio.warp import Resampling, reproject
+
+    from tessera.atomic import atomic_path
+    from tessera.downstream.labels import _netcdf_layer
+    from tessera.downstream.predict_map import class_colors
+
+    matplotlib.use("Agg")
+    classes = list(head.info.classes)
+    if head.info.task != "classification":
+        fail("--compare draws class maps: the head is a regression head")
+    with rasterio.open(map_tif) as m:
+        pred, nodata, shape = m.read(1), m.nodata, (m.height, m.width)
+        crs, transform = m.crs, m.transform
+    opener = (_netcdf_layer(labels, layer) if labels.suffix.lower() == ".nc"
+              else contextlib.nullcontext(str(labels)))
+    with opener as path, rasterio.open(path) as src:
+        band = int(layer) if layer and layer.isdigit() and labels.suffix.lower() != ".nc" else 1
+        lab = np.full(shape, np.nan, np.float64)
+        reproject(src.read(band).astype(np.float64), lab, src_transform=src.transform,
+                  src_crs=src.crs, src_nodata=src.nodata, dst_transform=transform,
+                  dst_crs=crs, dst_nodata=np.nan, resampling=Resampling.nearest)
+    index = {c: i for i, c in enumerate(classes)}
+    truth = np.full(shape, -1, np.int64)
+    for v in np.unique(lab[np.isfinite(lab)]):
+        key = str(int(v)) if float(v).is_integer() else str(v)
+        truth[lab == v] = index.get(key, -2)  # -2: a label the head does not know
+    colors = class_colors(classes) / 255.0
+    predicted = pred != nodata
+
+    def rgba(cls: Any, ok: Any) -> Any:
+        img = np.zeros((*shape, 4))
+        img[ok, :3] = colors[cls[ok]]
+        img[ok, 3] = 1.0
+        return img
+
+    known = truth >= 0
+    both = known & predicted
+    agree = float((pred[both] == truth[both]).mean()) if both.any() else float("nan")
+    fig = Figure(figsize=(10, 5.4), dpi=120)
+    for i, (img, title) in enumerate(((rgba(truth, known), f"labels{f' ({layer})' if layer else ''}"),
+                                      (rgba(pred.astype(np.int64), predicted),
+                                       f"predicted ({head.info.kind}): {agree:.1%} of "
+                                       "labelled pixels agree"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        ax.imshow(img, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    fig.legend(handles=[Patch(color=colors[i], label=c) for i, c in enumerate(classes)],
+               loc="lower center", ncol=min(len(classes), 6), fontsize=8, frameon=False)
+    fig.suptitle(labels.name, fontsize=8)
+    out_png = map_tif.with_name(f"{map_tif.stem}_vs_labels.png")
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png")
+    return (f"{out_png}: {agree:.1%} of {int(both.sum())} labelled pixels agree with the map"
+            + (f" ({int((truth == -2).sum())} labelled with classes the head does not know)"
+               if (truth == -2).any() else ""))

@@ -147,3 +147,53 @@ def embed_samples(table: EvalTable, embed_fn: EmbedFn) -> Embeddings:
     aligned_flags = np.zeros(len(table), np.int64)
     aligned_flags[pos] = flags
     return Embeddings(aligned, aligned_flags, time.perf_counter() - t0)
+
+
+def tile_raw_features(tile_dir: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
+    """The raw-data baseline of a d-pixel tile folder: per pixel and calendar month, the median
+    of each S2 band over its valid dates and of each S1 orbit's VV / VH over its dates (0 =
+    no observation), month-major: float32 (H, W, 12 x (10 + 4)), NaN where a month has none.
+    What a random forest on the raw time series sees, made regular for irregular dates (the
+    tile's dates are day-of-year of its year). Computed month by month (memory: one month)."""
+    import datetime as _dt
+    import warnings
+
+    from tessera.bands import S2_BANDS
+    from tessera.dpixel import Tile
+
+    t = Tile.open(tile_dir)
+    h, w = t.shape
+    year = t.recorded_year() or 2021
+
+    def months(doys: np.ndarray) -> np.ndarray:
+        base = _dt.date(int(year), 1, 1).toordinal() - 1
+        return np.array([_dt.date.fromordinal(base + int(d)).month for d in doys], np.int64)
+
+    s2m = months(np.asarray(t.doys))
+    orbits = [(name, np.asarray(getattr(t, f"sar_{name}")),
+               months(np.asarray(getattr(t, f"sar_{name}_doy")))) for name in ("ascending",
+                                                                                "descending")]
+    feats, names = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN months: NaN, as meant
+        for m in range(1, 13):
+            idx = np.flatnonzero(s2m == m)
+            if idx.size:
+                b = np.asarray(t.bands[idx], np.float32)
+                b[~np.asarray(t.masks[idx], bool)] = np.nan
+                med = np.nanmedian(b, axis=0)
+            else:
+                med = np.full((h, w, len(S2_BANDS)), np.nan, np.float32)
+            feats.append(med)
+            names += [f"m{m:02d}_{band}" for band in S2_BANDS]
+            for name, arr, mm in orbits:
+                idx = np.flatnonzero(mm == m)
+                if idx.size:
+                    s = np.asarray(arr[idx], np.float32)
+                    s[(s == 0).all(axis=-1)] = np.nan
+                    med = np.nanmedian(s, axis=0)
+                else:
+                    med = np.full((h, w, 2), np.nan, np.float32)
+                feats.append(med)
+                names += [f"m{m:02d}_{name}_VV", f"m{m:02d}_{name}_VH"]
+    return np.concatenate(feats, axis=2).astype(np.float32), names

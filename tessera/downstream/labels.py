@@ -31,13 +31,15 @@ keeps nothing is an error.
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import json
 import math
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,6 +59,7 @@ PARQUET_SUFFIXES = (".parquet", ".geoparquet", ".pq")
 GEOJSON_SUFFIXES = (".geojson", ".json")
 VECTOR_SUFFIXES = (".gpkg", ".shp", ".fgb", ".gml", ".kml", ".sqlite", ".gdb")
 RASTER_SUFFIXES = (".tif", ".tiff")
+NETCDF_SUFFIXES = (".nc",)  # a label variable of a netCDF cube (`layer`: its name)
 #: The columns every `Labels.table` has, before the kept ones.
 BASE_COLUMNS = ("lon", "lat", "label", "group")
 #: Coordinate column names tried, in order (case-insensitive): (x, y) pairs.
@@ -187,7 +190,14 @@ def read_labels(path: str | os.PathLike, *, label: str = "label", group: str | N
     if p.is_dir() and not name.endswith(".gdb"):
         raise LabelError(f"{p}: a directory; expected a labels file ({_known_types()})")
     embedded: tuple[np.ndarray, tuple[int, ...], np.ndarray, dict[str, Any]] | None = None
-    if name.endswith(RASTER_SUFFIXES):
+    if name.endswith(NETCDF_SUFFIXES):
+        with _netcdf_layer(p, layer) as tif:
+            raw = _read_raster(tif, None, crs, nodata, task)
+        if keep:
+            raise LabelError(f"{p}: keep {', '.join(keep)}: a label raster has no columns to "
+                             "keep")
+        label = raw.label_column or label
+    elif name.endswith(RASTER_SUFFIXES):
         raw = _read_raster(p, layer, crs, nodata, task)
         if keep:
             raise LabelError(f"{p}: keep {', '.join(keep)}: a label raster has no columns to "
@@ -211,7 +221,55 @@ def read_labels(path: str | os.PathLike, *, label: str = "label", group: str | N
 
 def _known_types() -> str:
     return ", ".join(CSV_SUFFIXES + PARQUET_SUFFIXES + GEOJSON_SUFFIXES + VECTOR_SUFFIXES
-                     + RASTER_SUFFIXES)
+                     + RASTER_SUFFIXES + NETCDF_SUFFIXES)
+
+
+@contextlib.contextmanager
+def _netcdf_layer(path: Path, layer: str | int | None) -> Iterator[Any]:
+    """One 2-D variable of a netCDF cube (e.g. WorldCereal's OUTPUT_POLY-110 `CT` / `LC`) as
+    an in-memory GeoTIFF: its grid from the x / y pixel-centre coordinates, its CRS from the
+    `spatial_ref` / `crs_wkt` or `epsg` attributes, nodata from `_FillValue` / `NoData`."""
+    import rasterio
+    import xarray as xr
+    from rasterio.io import MemoryFile
+
+    try:
+        ds = xr.open_dataset(path, mask_and_scale=False)
+    except Exception as exc:  # xarray / the netCDF engines raise several kinds
+        raise LabelError(f"{path}: not a readable netCDF file ({' '.join(str(exc).split())[:160]})"
+                         ) from None
+    with ds:
+        names = [str(v) for v in ds.data_vars if ds[v].ndim == 2]
+        if not isinstance(layer, str) or layer not in names:
+            raise LabelError(f"{path}: layer {layer!r}: expected the name of a 2-D label "
+                             f"variable ({', '.join(names) or 'none'})")
+        da = ds[layer]
+        if tuple(da.dims) != ("y", "x"):
+            raise LabelError(f"{path}: {layer} has dimensions {da.dims}; expected (y, x)")
+        x, y = da["x"].to_numpy().astype(float), da["y"].to_numpy().astype(float)
+        if len(x) < 2 or len(y) < 2:
+            raise LabelError(f"{path}: {layer} is smaller than 2 x 2 pixels")
+        dx, dy = float(x[1] - x[0]), float(y[1] - y[0])
+        wkt = next((str(ds[v].attrs.get(k)) for v in ds.variables
+                    for k in ("crs_wkt", "spatial_ref") if ds[v].attrs.get(k)), None)
+        epsg = da.attrs.get("epsg") or ds.attrs.get("epsg")
+        crs = wkt or (f"EPSG:{int(epsg)}" if epsg else None)
+        if crs is None:
+            raise LabelError(f"{path}: no CRS (expected a spatial_ref variable or an epsg "
+                             "attribute)")
+        fill = da.attrs.get("_FillValue", da.attrs.get("NoData", ds.attrs.get("NoData")))
+        data = da.to_numpy()
+    transform = rasterio.transform.from_origin(x[0] - dx / 2, y[0] - dy / 2, dx, -dy) \
+        if dy < 0 else None
+    if transform is None:
+        raise LabelError(f"{path}: {layer}: y increases downwards; expected a north-up grid")
+    with MemoryFile() as mem:
+        with mem.open(driver="GTiff", width=data.shape[1], height=data.shape[0], count=1,
+                      dtype=data.dtype, crs=crs, transform=transform,
+                      nodata=None if fill is None else float(fill)) as dst:
+            dst.write(data, 1)
+            dst.set_band_description(1, layer)
+        yield mem.name
 
 
 def _keep_list(keep: Iterable[str] | str, path: Path) -> tuple[str, ...]:
