@@ -302,6 +302,9 @@ def predict(
                                               help="Instead of a store and a region: a GeoTIFF "
                                               "of embeddings (`tessera embed --geotiff`, an "
                                               "export), mapped on its own grid."),
+    precision: Optional[str] = typer.Option(None, "--precision", metavar="P", help="mlp "
+                                            "heads: fp32 (exact, the default) or bf16 (about "
+                                            "4x faster on CPUs with AVX512-BF16)."),
     progress: bool = progress_option(),
     cache: Optional[Path] = cache_option(),
     dataset: Optional[str] = dataset_version_option(),
@@ -318,6 +321,11 @@ def predict(
     if output.suffix.lower() not in (".tif", ".tiff"):
         fail(f"{output}: expected a .tif/.tiff output")
     h = Head.load(head)
+    if precision is not None:
+        if "precision" not in h.info.params or precision not in ("fp32", "bf16"):
+            fail(f"--precision {precision}: expected fp32 or bf16, for mlp heads "
+                 f"({h.info.kind} head {head})")
+        h.info.params["precision"] = precision
     if embeddings is not None:
         if bbox or region or tile:
             fail("--embeddings maps the whole file; --bbox / --region / --tile are for stores")

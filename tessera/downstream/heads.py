@@ -171,7 +171,8 @@ _KNN = {"n_neighbors": 5, "weights": "uniform", "metric": "euclidean", "predict_
 _GBM = {"max_iter": 200, "learning_rate": 0.1, "max_leaf_nodes": 31, "l2_regularization": 0.0,
         "predict_batch": 65536}
 _MLP = {"epochs": 50, "batch_size": 256, "lr": 1e-3, "weight_decay": 1e-2, "hidden": [512, 256],
-        "dropout": 0.3, "threads": 1, "device": "cpu", "predict_batch": 65536}
+        "dropout": 0.3, "threads": 1, "device": "cpu", "predict_batch": 16384,  # fits in cache
+        "precision": "fp32"}
 _UNET = {"epochs": 50, "batch_size": 8, "lr": 1e-3, "weight_decay": 1e-4, "channels": 32,
          "threads": 1, "device": "cpu", "predict_batch": 8}
 _DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
@@ -206,6 +207,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "max_iter": _POS_INT, "n_estimators": _POS_INT, "n_neighbors": _POS_INT, "epochs": _POS_INT,
     "batch_size": _POS_INT, "predict_batch": _POS_INT, "min_samples_leaf": _POS_INT,
     "channels": _POS_INT, "threads": _POS_INT,
+    "precision": (lambda v: v in ("fp32", "bf16"), '"fp32" (exact) or "bf16" (inference in '
+                  'bfloat16: about 4x faster on CPUs with AVX512-BF16, probabilities to ~3 '
+                  'digits)'),
     "max_leaf_nodes": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
     "max_depth": (lambda v: v is None or (_is_int(v) and v >= 1), "None or a positive integer"),
     "max_features": (lambda v: v in ("sqrt", "log2") or (_is_int(v) and v >= 1)
@@ -847,6 +851,10 @@ class TorchHead(Head):
 class MLPHead(TorchHead):
     """A pixel MLP: D -> hidden... -> C (Linear, BatchNorm1d, ReLU, Dropout), AdamW."""
 
+    _fused_key: tuple[int, bool] | None = None  # the weights the inference network was made of
+    _fused_net: Any = None
+    _fused_bf16: Any = None  # (the key of the weights, a bfloat16 copy of the fused network)
+
     def _network(self) -> torch.nn.Module:
         from torch import nn
 
@@ -861,6 +869,7 @@ class MLPHead(TorchHead):
         return nn.Sequential(*layers)
 
     def _fit(self, x: np.ndarray, y: np.ndarray, progress: Progress | None) -> None:
+        self._fused_key = None  # new weights: the inference network is rebuilt
         import torch
 
         if len(x) < 2:
@@ -902,15 +911,67 @@ class MLPHead(TorchHead):
             net.eval()
         self.net = net
 
+    def _fused(self) -> torch.nn.Module:
+        """The trained network for inference with the input standardisation and each eval-mode
+        BatchNorm folded into its Linear layer (dropout is the identity): three matrix products
+        and two ReLUs per pixel, no elementwise passes over the wide activations. Built once
+        per set of weights."""
+        import torch
+        from torch import nn
+
+        assert self.net is not None
+        key = id(self.net), self.net.training
+        if getattr(self, "_fused_key", None) == key and self._fused_net is not None:
+            return self._fused_net
+        mods = list(self.net.children())
+        mean = torch.from_numpy(np.asarray(self.stats["x_mean"], np.float32)).double()
+        std = torch.from_numpy(np.asarray(self.stats["x_std"], np.float32)).double()
+        w_in, b_in = 1.0 / std, -mean / std  # x' = x * w_in + b_in
+        layers: list[nn.Module] = []
+        i = 0
+        with torch.no_grad():
+            while i < len(mods):
+                lin = mods[i]
+                assert isinstance(lin, nn.Linear)
+                w = lin.weight.double() * w_in[None, :]
+                b = lin.bias.double() + lin.weight.double() @ b_in
+                i += 1
+                if i < len(mods) and isinstance(mods[i], nn.BatchNorm1d):
+                    bn: Any = mods[i]
+                    a = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+                    w, b = a[:, None] * w, a * (b - bn.running_mean.double()) + bn.bias.double()
+                    i += 1
+                fused = nn.Linear(w.shape[1], w.shape[0])
+                fused.weight.copy_(w.float())
+                fused.bias.copy_(b.float())
+                layers.append(fused)
+                w_in = torch.ones(w.shape[0], dtype=torch.float64)
+                b_in = torch.zeros(w.shape[0], dtype=torch.float64)
+                while i < len(mods) and not isinstance(mods[i], nn.Linear):
+                    if isinstance(mods[i], nn.ReLU):
+                        layers.append(nn.ReLU(inplace=True))
+                    i += 1  # Dropout: the identity in inference
+        self._fused_net = nn.Sequential(*layers).eval()
+        self._fused_key = key
+        return self._fused_net
+
     def _run(self, x: np.ndarray) -> np.ndarray:
         import torch
 
         assert self.net is not None
         dev = self._device()
         self.net.to(dev)
-        xs = (x - self.stats["x_mean"]) / self.stats["x_std"]
-        with torch_session(self._threads()), torch.no_grad():
-            out = self.net(torch.from_numpy(xs.astype(np.float32)).to(dev))
+        net = self._fused().to(dev)
+        bf16 = self.info.params.get("precision", "fp32") == "bf16"
+        with torch_session(self._threads()), torch.inference_mode():
+            xt = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(dev)
+            if bf16:
+                if self._fused_bf16 is None or self._fused_bf16[0] != self._fused_key:
+                    import copy
+                    self._fused_bf16 = (self._fused_key, copy.deepcopy(net).to(torch.bfloat16))
+                out = self._fused_bf16[1](xt.to(torch.bfloat16)).float()
+            else:
+                out = net(xt)
             if self.is_classifier:
                 out = torch.softmax(out, dim=1)
             return out.cpu().numpy()

@@ -456,3 +456,28 @@ def test_forests_and_boosting_take_nan_as_missing_values() -> None:
             h.predict(np.full((1, 6), np.inf, np.float32))
     with pytest.raises(HeadError, match="NaN"):
         make_head("logistic", classes=["a", "b"]).fit(x, y)
+
+
+def test_mlp_inference_is_the_trained_network_folded_and_bf16_is_an_option() -> None:
+    """Prediction folds the standardisation and BatchNorm into the Linear layers: the same
+    probabilities as the trained network's forward (float rounding apart); precision="bf16"
+    (an option, not the default) keeps the classes of nearly every pixel."""
+    import numpy as np
+    import torch
+
+    from tessera.downstream.heads import make_head
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 16)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 1)
+    h = make_head("mlp", classes=["a", "b", "c"], epochs=3, seed=0).fit(x, y)
+    net = h.net.eval()
+    with torch.no_grad():
+        ref = torch.softmax(net(torch.from_numpy(
+            ((x - h.stats["x_mean"]) / h.stats["x_std"]).astype(np.float32))), 1).numpy()
+    np.testing.assert_allclose(h.predict_proba(x), ref, atol=1e-5)
+    h.info.params["precision"] = "bf16"
+    assert (h.predict(x) == ref.argmax(1)).mean() > 0.98
+    np.testing.assert_allclose(h.predict_proba(x), ref, atol=0.05)
+    h.info.params["precision"] = "fp32"  # and back: the float32 network was not rounded
+    np.testing.assert_allclose(h.predict_proba(x), ref, atol=1e-5)
