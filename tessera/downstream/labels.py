@@ -190,18 +190,15 @@ def read_labels(path: str | os.PathLike, *, label: str = "label", group: str | N
     if p.is_dir() and not name.endswith(".gdb"):
         raise LabelError(f"{p}: a directory; expected a labels file ({_known_types()})")
     embedded: tuple[np.ndarray, tuple[int, ...], np.ndarray, dict[str, Any]] | None = None
-    if name.endswith(NETCDF_SUFFIXES):
-        with _netcdf_layer(p, layer) as tif:
-            raw = _read_raster(tif, None, crs, nodata, task)
+    if name.endswith(NETCDF_SUFFIXES + RASTER_SUFFIXES):
         if keep:
             raise LabelError(f"{p}: keep {', '.join(keep)}: a label raster has no columns to "
                              "keep")
-        label = raw.label_column or label
-    elif name.endswith(RASTER_SUFFIXES):
-        raw = _read_raster(p, layer, crs, nodata, task)
-        if keep:
-            raise LabelError(f"{p}: keep {', '.join(keep)}: a label raster has no columns to "
-                             "keep")
+        if name.endswith(NETCDF_SUFFIXES):
+            with _netcdf_layer(p, layer) as tif:
+                raw = _read_raster(tif, None, crs, nodata, task)
+        else:
+            raw = _read_raster(p, layer, crs, nodata, task)
         label = raw.label_column or label
     elif name.endswith(CSV_SUFFIXES):
         from tessera.table.read import read_table
