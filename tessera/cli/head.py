@@ -264,7 +264,8 @@ def evaluate(
     if split in ("grouped", "column") and groups is None:
         fail(f"--split {split} needs groups: --group COLUMN, or polygon / raster labels")
     folds = make_folds(data, split, k=k, seed=seed_list[0],
-                       labels=y if t == "classification" else None,
+                       labels=np.asarray(classes, dtype=object)[y] if t == "classification"
+                       else None,
                        group=groups if split in ("grouped", "column") else None,
                        block_size_m=block_size if split == "spatial" else None)
     meta.update({"split": split, "block_size_m": block_size if split == "spatial" else None})
