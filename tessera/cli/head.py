@@ -29,6 +29,21 @@ LABEL_HELP = ("Points (CSV/GeoJSON/GeoParquet/GeoPackage), polygons, a label ras
               "or an embedded point table.")
 
 
+def _label_option() -> Any:
+    return typer.Option("label", "--label", metavar="COLUMN", help="Label column.")
+
+
+def _task_option() -> Any:
+    return typer.Option(None, "--task", metavar="TASK", help="classification or regression "
+                        "(default: from the labels).")
+
+
+def _layer_option() -> Any:
+    return typer.Option(None, "--layer", metavar="NAME", help="The layer of a GeoPackage, the "
+                        "band of a label raster, or the label variable of a netCDF cube (e.g. "
+                        "CT).")
+
+
 def _params(items: Optional[list[str]]) -> dict[str, Any]:
     """--param KEY=VALUE (repeatable): values as JSON where they parse (numbers, true, lists),
     else text."""
@@ -93,14 +108,11 @@ def train(
     year: Optional[int] = typer.Option(None, "--year", metavar="YEAR", help="The embeddings' "
                                        "year (with --store)."),
     head: str = typer.Option("logistic", "--head", metavar="KIND", help=HEAD_HELP),
-    label: str = typer.Option("label", "--label", metavar="COLUMN", help="Label column."),
+    label: str = _label_option(),
     group: Optional[str] = typer.Option(None, "--group", metavar="COLUMN", help="Group column "
                                         "(recorded; used by evaluate)."),
-    task: Optional[str] = typer.Option(None, "--task", metavar="TASK", help="classification "
-                                       "or regression (default: from the labels)."),
-    layer: Optional[str] = typer.Option(None, "--layer", metavar="NAME", help="The layer of "
-                                        "a GeoPackage, the band of a label raster, or the "
-                                        "label variable of a netCDF cube (e.g. CT)."),
+    task: Optional[str] = _task_option(),
+    layer: Optional[str] = _layer_option(),
     bands: Optional[str] = typer.Option(None, "--bands", metavar="LIST", help="Embedding "
                                         "dimensions to use, e.g. 0-63."),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the head."),
@@ -197,20 +209,17 @@ def evaluate(
                                   help="Label fractions of each training pool (nested)."),
     seeds: str = typer.Option("0,1,2", "--seeds", metavar="LIST", help="Seeds (subsets and "
                               "heads)."),
-    label: str = typer.Option("label", "--label", metavar="COLUMN", help="Label column."),
+    label: str = _label_option(),
     group: Optional[str] = typer.Option(None, "--group", metavar="COLUMN", help="Group column "
                                         "(e.g. a field id or an H3 cell)."),
-    task: Optional[str] = typer.Option(None, "--task", metavar="TASK", help="classification "
-                                       "or regression (default: from the labels)."),
+    task: Optional[str] = _task_option(),
     min_count: int = typer.Option(10, "--min-count", metavar="N", help="Raw point tables: "
                                   "classes with fewer samples merge into 'other'."),
     raw_tiles: Optional[list[Path]] = typer.Option(None, "--raw-tiles", metavar="DIR",
                                                    help="d-pixel tile folders the embeddings "
                                                    "came from (repeatable): their monthly "
                                                    "medians are the raw-data baseline."),
-    layer: Optional[str] = typer.Option(None, "--layer", metavar="NAME", help="The layer of "
-                                        "a GeoPackage, the band of a label raster, or the "
-                                        "label variable of a netCDF cube (e.g. CT)."),
+    layer: Optional[str] = _layer_option(),
     progress: bool = progress_option(),
     cache: Optional[Path] = cache_option(),
     dataset: Optional[str] = dataset_version_option(),
@@ -423,7 +432,7 @@ def _compare_png(head: Any, map_tif: Path, labels: Path, layer: Optional[str]) -
     from rasterio.warp import Resampling, reproject
 
     from tessera.atomic import atomic_path
-    from tessera.downstream.labels import _netcdf_layer
+    from tessera.downstream.labels import netcdf_layer
     from tessera.downstream.predict_map import class_colors
 
     matplotlib.use("Agg")
@@ -433,7 +442,7 @@ def _compare_png(head: Any, map_tif: Path, labels: Path, layer: Optional[str]) -
     with rasterio.open(map_tif) as m:
         pred, nodata, shape = m.read(1), m.nodata, (m.height, m.width)
         crs, transform = m.crs, m.transform
-    opener = (_netcdf_layer(labels, layer) if labels.suffix.lower() == ".nc"
+    opener = (netcdf_layer(labels, layer) if labels.suffix.lower() == ".nc"
               else contextlib.nullcontext(str(labels)))
     with opener as path, rasterio.open(path) as src:
         band = int(layer) if layer and layer.isdigit() and labels.suffix.lower() != ".nc" else 1

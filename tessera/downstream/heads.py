@@ -769,6 +769,41 @@ class TorchHead(Head):
     def _device(self) -> torch.device:
         return torch_device(str(self.info.params.get("device", "cpu")))
 
+    def _train(self, xt: Any, yt: Any, n: int,
+               loss_of: Callable[[Any, Any], tuple[Any, int]],
+               progress: Progress | None) -> torch.nn.Module:
+        """A new network (`_network`) trained with AdamW for `epochs` over seeded shuffled
+        batches of the `n` samples of `xt` / `yt` (tensors on the head's device);
+        `loss_of(out, target)` gives a batch's mean loss and the number of targets it averages
+        (the progress bar shows the mean over the epoch's targets). Returns it in eval mode."""
+        import torch
+
+        p = self.info.params
+        dev = self._device()
+        epochs, size = int(p["epochs"]), int(p["batch_size"])
+        n_batches = len(batches(n, size))
+        bar = task(progress, f"training the {self.info.kind} head", total=epochs * n_batches,
+                   unit="batch")
+        with torch_session(self._threads(), int(p["seed"])):
+            net = self._network().to(dev)
+            gen = torch.Generator().manual_seed(int(p["seed"]))
+            opt = torch.optim.AdamW(net.parameters(), lr=float(p["lr"]),
+                                    weight_decay=float(p["weight_decay"]))
+            net.train()
+            for epoch in range(epochs):
+                total, seen = 0.0, 0
+                for idx in batches(n, size, torch.randperm(n, generator=gen)):
+                    idx = idx.to(dev)
+                    loss, count = loss_of(net(xt[idx]), yt[idx])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach()) * int(count)
+                    seen += int(count)
+                    bar.advance(1, f"epoch {epoch + 1}/{epochs} loss {total / max(seen, 1):.4f}")
+            net.eval()
+        return net
+
     def _threads(self) -> int:
         return int(self.info.params.get("threads", 1))
 
@@ -874,7 +909,6 @@ class MLPHead(TorchHead):
 
         if len(x) < 2:
             raise HeadError("mlp head: needs at least 2 training samples")
-        p = self.info.params
         mean, std = standardiser(x, (0,))
         self.stats = {"x_mean": mean, "x_std": std}
         self._target_stats(y)
@@ -884,32 +918,12 @@ class MLPHead(TorchHead):
             yt = torch.from_numpy(y).to(dev)
         else:
             yt = torch.from_numpy((y - self.stats["y_mean"]) / self.stats["y_std"]).to(dev)
-        epochs, size = int(p["epochs"]), int(p["batch_size"])
-        n_batches = len(batches(len(x), size))
-        bar = task(progress, "training the mlp head", total=epochs * n_batches, unit="batch")
-        with torch_session(self._threads(), int(p["seed"])):
-            net = self._network().to(dev)
-            gen = torch.Generator().manual_seed(int(p["seed"]))
-            opt = torch.optim.AdamW(net.parameters(), lr=float(p["lr"]),
-                                    weight_decay=float(p["weight_decay"]))
-            net.train()
-            for epoch in range(epochs):
-                total, seen = 0.0, 0
-                for idx in batches(len(x), size, torch.randperm(len(x), generator=gen)):
-                    idx = idx.to(dev)
-                    out = net(xt[idx])
-                    if self.is_classifier:
-                        loss = torch.nn.functional.cross_entropy(out, yt[idx])
-                    else:
-                        loss = torch.nn.functional.mse_loss(out[:, 0], yt[idx])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    total += float(loss.detach()) * len(idx)
-                    seen += len(idx)
-                    bar.advance(1, f"epoch {epoch + 1}/{epochs} loss {total / seen:.4f}")
-            net.eval()
-        self.net = net
+        def loss_of(out: Any, target: Any) -> tuple[Any, int]:
+            if self.is_classifier:
+                return torch.nn.functional.cross_entropy(out, target), len(target)
+            return torch.nn.functional.mse_loss(out[:, 0], target), len(target)
+
+        self.net = self._train(xt, yt, len(x), loss_of, progress)
 
     def _fused(self) -> torch.nn.Module:
         """The trained network for inference with the input standardisation and each eval-mode

@@ -195,7 +195,7 @@ def read_labels(path: str | os.PathLike, *, label: str = "label", group: str | N
             raise LabelError(f"{p}: keep {', '.join(keep)}: a label raster has no columns to "
                              "keep")
         if name.endswith(NETCDF_SUFFIXES):
-            with _netcdf_layer(p, layer) as tif:
+            with netcdf_layer(p, layer) as tif:
                 raw = _read_raster(tif, None, crs, nodata, task)
         else:
             raw = _read_raster(p, layer, crs, nodata, task)
@@ -222,7 +222,7 @@ def _known_types() -> str:
 
 
 @contextlib.contextmanager
-def _netcdf_layer(path: Path, layer: str | int | None) -> Iterator[Any]:
+def netcdf_layer(path: Path, layer: str | int | None) -> Iterator[Any]:
     """One 2-D variable of a netCDF cube (e.g. WorldCereal's OUTPUT_POLY-110 `CT` / `LC`) as
     an in-memory GeoTIFF: its grid from the x / y pixel-centre coordinates, its CRS from the
     `spatial_ref` / `crs_wkt` or `epsg` attributes, nodata from `_FillValue` / `NoData`."""

@@ -14,7 +14,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -57,6 +57,17 @@ def fraction_label(f: float) -> str:
     return f"{f * 100:g} %"
 
 
+def _fraction_cells(g: pd.DataFrame, fractions: Sequence[float],
+                    cell: Callable[[Any], str]) -> list[str]:
+    """One markdown cell per label fraction: `cell(row)` of the group's row at that fraction,
+    "-" where it has none."""
+    cells = []
+    for f in fractions:
+        hit = g[g["fraction"] == f]
+        cells.append("-" if hit.empty else cell(hit.iloc[0]))
+    return cells
+
+
 def summary_markdown(results: pd.DataFrame, *, weight: str = "fold") -> str:
     """Markdown: rows table x method, columns the label fractions, cells
     "acc 0.xx ± 0.xx (F1 0.xx)" (mean ± std over seeds of the mean over folds); then the mean
@@ -66,14 +77,8 @@ def summary_markdown(results: pd.DataFrame, *, weight: str = "fold") -> str:
     lines = ["| table | method | " + " | ".join(fraction_label(f) for f in fr) + " |",
              "|---|---|" + "---|" * len(fr)]
     for (table, method), g in s.groupby(["table", "method"], sort=False):
-        cells = []
-        for f in fr:
-            hit = g[g["fraction"] == f]
-            if hit.empty:
-                cells.append("-")
-                continue
-            r = hit.iloc[0]
-            cells.append(f"acc {r.acc_mean:.2f} ± {r.acc_std:.2f} (F1 {r.f1_mean:.2f})")
+        cells = _fraction_cells(g, fr, lambda r: f"acc {r.acc_mean:.2f} ± {r.acc_std:.2f} "
+                                                 f"(F1 {r.f1_mean:.2f})")
         lines.append(f"| {table} | {method} | " + " | ".join(cells) + " |")
     lines += ["", "Labelled training samples per fold (mean over folds and seeds):", "",
               "| table | folds | " + " | ".join(fraction_label(f) for f in fr) + " |",
@@ -198,15 +203,9 @@ def report_markdown(result: EvalResult, *, title: str = "", meta: Mapping[str, A
               "|---|---|" + "---|" * len(fr)]
     for m in result.methods:
         g = lc[lc["method"] == m["name"]]
-        cells = []
-        for f in fr:
-            hit = g[g["fraction"] == f]
-            if hit.empty:
-                cells.append("-")
-                continue
-            r = hit.iloc[0]
-            cells.append(f"{_cell(float(r[primary + '_mean']), float(r[primary + '_std']))} "
-                         f"({float(r[second + '_mean']):.3f})")
+        cells = _fraction_cells(g, fr, lambda r: (
+            f"{_cell(float(r[primary + '_mean']), float(r[primary + '_std']))} "
+            f"({float(r[second + '_mean']):.3f})"))
         lines.append(f"| {m['name']} | {m['features']} | " + " | ".join(cells) + " |")
     n = lc[lc["method"] == result.methods[0]["name"]]
     lines += ["", "Labelled training samples per fold (mean): " + ", ".join(

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from tessera.downstream.heads import (Head, TorchHead, batches, check_finite_rows,
+from tessera.downstream.heads import (Head, TorchHead, check_finite_rows,
                                       float_array, standardiser, torch_session)
 from tessera.errors import HeadError
-from tessera.progress import Progress, task
+from tessera.progress import Progress
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -132,7 +132,6 @@ class UNetHead(TorchHead):
         return self
 
     def _fit_patches(self, x: np.ndarray, t: np.ndarray, progress: Progress | None) -> None:
-        p = self.info.params
         xs = self._select(x, axis=1)
         mean, std = standardiser(xs, (0, 2, 3))
         self.stats = {"x_mean": mean, "x_std": std}
@@ -149,38 +148,20 @@ class UNetHead(TorchHead):
             yp32 = np.full((n, hp, wp), np.nan, np.float32)
             yp32[:, :h, :w] = (t - self.stats["y_mean"][0]) / self.stats["y_std"][0]
             yt = torch.from_numpy(yp32).to(dev)
-        epochs, size = int(p["epochs"]), int(p["batch_size"])
-        n_batches = len(batches(n, size))
-        bar = task(progress, "training the unet head", total=epochs * n_batches, unit="batch")
-        with torch_session(self._threads(), int(p["seed"])):
-            net = self._network().to(dev)
-            gen = torch.Generator().manual_seed(int(p["seed"]))
-            opt = torch.optim.AdamW(net.parameters(), lr=float(p["lr"]),
-                                    weight_decay=float(p["weight_decay"]))
-            net.train()
-            for epoch in range(epochs):
-                total, seen = 0.0, 0
-                for idx in batches(n, size, torch.randperm(n, generator=gen)):
-                    idx = idx.to(dev)
-                    out, target = net(xt[idx]), yt[idx]
-                    if self.is_classifier:
-                        count = (target >= 0).sum()
-                        loss = nn.functional.cross_entropy(out, target, ignore_index=-1,
-                                                           reduction="sum")
-                    else:
-                        mask = torch.isfinite(target)
-                        count = mask.sum()
-                        diff = torch.where(mask, out[:, 0] - torch.nan_to_num(target), 0.0)
-                        loss = (diff * diff).sum()
-                    loss = loss / count.clamp(min=1)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    total += float(loss.detach()) * int(count)
-                    seen += int(count)
-                    bar.advance(1, f"epoch {epoch + 1}/{epochs} loss {total / max(seen, 1):.4f}")
-            net.eval()
-        self.net = net
+        def loss_of(out: Any, target: Any) -> tuple[Any, int]:
+            """The mean loss over the batch's labelled pixels (-1 / NaN: none)."""
+            if self.is_classifier:
+                count = (target >= 0).sum()
+                loss = nn.functional.cross_entropy(out, target, ignore_index=-1,
+                                                   reduction="sum")
+            else:
+                mask = torch.isfinite(target)
+                count = mask.sum()
+                diff = torch.where(mask, out[:, 0] - torch.nan_to_num(target), 0.0)
+                loss = (diff * diff).sum()
+            return loss / count.clamp(min=1), int(count)
+
+        self.net = self._train(xt, yt, n, loss_of, progress)
 
     def _run_patches(self, x: np.ndarray) -> np.ndarray:
         """(N, n_out, H, W) network outputs (softmax for classification), in batches."""

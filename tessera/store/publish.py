@@ -118,7 +118,8 @@ def _one_model(entries: Sequence[TileEntry], where: str) -> TileEntry:
     return entries[0]
 
 
-def _sha(store: Store, f: FileEntry, path: Path) -> str:
+def _sha(f: FileEntry, path: Path) -> str:
+    """The file's sha256: the manifest's, else hashed (a GeoTessera >= 0.10 source lists none)."""
     return f.sha256 or hash_file(path)[1]
 
 
@@ -168,6 +169,7 @@ def publish(store: Store | str | os.PathLike, out: str | os.PathLike,
         emb_dirs = (gt.EMBEDDINGS_DIR, f"npy/{dataset}")
         for i, e in enumerate(entries):
             files = {k: Path(src.open_file(e.files[k])) for k in FILE_KINDS}
+            shas = {k: _sha(e.files[k], files[k]) for k in ("embeddings", "scales")}
             sums = []
             for kind, name in (("embeddings", f"{e.tile}.npy"),
                                ("scales", f"{e.tile}_scales.npy")):
@@ -176,7 +178,7 @@ def publish(store: Store | str | os.PathLike, out: str | os.PathLike,
                         linked += 1
                     else:
                         copied += 1
-                sums.append(f"{_sha(src, e.files[kind], files[kind])}  {name}\n")
+                sums.append(f"{shas[kind]}  {name}\n")
             for d in emb_dirs:
                 (tmp / d / str(e.year) / e.tile / "SHA256").write_text("".join(sums))
             key = (e.lon, e.lat)
@@ -188,8 +190,7 @@ def publish(store: Store | str | os.PathLike, out: str | os.PathLike,
                                  "one landmask (georeferencing) per tile")
             st = files["embeddings"].stat()
             rows.append({"lat": e.lat, "lon": e.lon, "year": e.year,
-                         "hash": _sha(src, e.files["embeddings"], files["embeddings"]),
-                         "scales_hash": _sha(src, e.files["scales"], files["scales"]),
+                         "hash": shas["embeddings"], "scales_hash": shas["scales"],
                          "file_size": e.files["embeddings"].size,
                          "scales_size": e.files["scales"].size,
                          "mtime": st.st_mtime, "scales_mtime": files["scales"].stat().st_mtime})
@@ -203,7 +204,7 @@ def publish(store: Store | str | os.PathLike, out: str | os.PathLike,
                     linked += 1
                 else:
                     copied += 1
-            sha = _sha(src, e.files["mask"], path)
+            sha = _sha(e.files["mask"], path)
             sums.append(f"{sha}  {name}\n")
             lm_rows.append({"lat": lat, "lon": lon, "hash": sha,
                             "file_size": e.files["mask"].size, "mtime": path.stat().st_mtime,
