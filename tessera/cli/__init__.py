@@ -5,6 +5,7 @@ module-level function; `common` holds what they share (errors, progress bars, op
     models.py      models
     simulate.py    simulate, demo
     preprocess.py  preprocess                     (needs tessera-eo[preprocess])
+    run.py         run, plan                      (needs tessera-eo[scale])
     train.py       shards, pretrain               (needs tessera-eo[train])
     store.py       download, sample, export, serve, store check / publish / import
     viz.py         visualize, coverage
@@ -21,7 +22,7 @@ from typing import Any, Optional
 import typer
 import typer.core
 
-from tessera.cli import embed, head, models, preprocess, simulate, store, train, viz
+from tessera.cli import embed, head, models, preprocess, run, simulate, store, train, viz
 from tessera.cli.common import command, out
 
 def _flag_types_hidden() -> None:
@@ -101,6 +102,8 @@ app.command()(simulate.demo)
 app.command()(info)
 app.command()(models.models)
 app.command()(preprocess.preprocess)
+app.command()(run.run)
+app.command()(run.plan)
 app.command()(train.shards)
 app.command()(train.pretrain)
 app.command()(store.download)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
@@ -45,6 +45,88 @@ def _bands(text: Optional[str]) -> Optional[tuple[str, ...]]:
     return tuple(b.strip() for b in text.split(",") if b.strip()) if text else None
 
 
+# --- the source options, shared with `tessera run` ---
+
+def s2_option() -> Any:
+    return typer.Option(None, metavar="TEMPLATE", help="files: S2 filename "
+                        "template, e.g. 'data/S2_{granule}_{date}_{band}.tif'.")
+
+
+def s1_option() -> Any:
+    return typer.Option(None, metavar="TEMPLATE", help="files: S1 filename "
+                        "template, e.g. 'data/S1_{orbit}_{date}_{band}.tif'.")
+
+
+def s2_band_order_option() -> Any:
+    return typer.Option(None, metavar="BANDS", help="files: band names "
+                        "of multi-band S2 files, comma-separated.")
+
+
+def s1_band_order_option() -> Any:
+    return typer.Option(None, metavar="BANDS", help="files: band names "
+                        "of multi-band S1 files, e.g. VV,VH.")
+
+
+def s1_units_option() -> Any:
+    return typer.Option("linear", metavar="UNITS", help="files: S1 values as linear "
+                        "(power), db or int16 (TESSERA code).")
+
+
+def s1_orbit_option() -> Any:
+    return typer.Option(None, metavar="ORBIT", help="files: orbit of all S1 "
+                        "files when the template has no {orbit}.")
+
+
+def stac_url_option() -> Any:
+    return typer.Option(None, metavar="URL", help="stac: STAC API root or "
+                        "static catalog.json (path or URL).")
+
+
+def s2_collection_option() -> Any:
+    return typer.Option("sentinel-2-l2a", metavar="NAME", help="stac: S2 L2A "
+                        "collection.")
+
+
+def s1_collection_option() -> Any:
+    return typer.Option("sentinel-1-rtc", metavar="NAME", help="stac: S1 RTC "
+                        "collection ('' for none).")
+
+
+def netcdf_option() -> Any:
+    return typer.Option(None, metavar="DIR", help="netcdf: a patch folder of "
+                        ".nc cubes (the region defaults to the cube's grid).")
+
+
+def build_source(source: str, s2: Optional[str], s1: Optional[str], s2_band_order: Optional[str],
+                 s1_band_order: Optional[str], s1_units: str, s1_orbit: Optional[str],
+                 stac_url: Optional[str], s2_collection: str, s1_collection: str,
+                 netcdf: Optional[Path], command: str = "tessera preprocess") -> Source:
+    """The acquisitions' source from the source options (shared by `preprocess` and `run`)."""
+    src: Source
+    if source == "files":
+        from tessera.preprocess.sources.files import FilesSource
+        src = FilesSource(s2=s2, s1=s1, s2_band_order=_bands(s2_band_order),
+                          s1_band_order=_bands(s1_band_order),
+                          s1_units=s1_units,  # type: ignore[arg-type]
+                          s1_orbit=s1_orbit)
+    elif source == "stac":
+        if not stac_url:
+            fail("--source stac needs --stac-url (a STAC API root or a catalog.json)")
+        need("pystac_client", "preprocess", f"{command} --source stac")
+        from tessera.preprocess.sources.stac import StacSource
+        src = StacSource(stac_url, s2_collection=s2_collection or None,
+                         s1_collection=s1_collection or None)
+    elif source == "netcdf":
+        if netcdf is None:
+            fail("--source netcdf needs --netcdf FOLDER (a patch folder of .nc cubes)")
+        need("xarray", "preprocess", f"{command} --source netcdf")
+        from tessera.preprocess.sources.netcdf import NetcdfSource
+        src = NetcdfSource(netcdf)
+    else:
+        fail(f"--source {source!r}: expected files, stac or netcdf")
+    return src
+
+
 @command
 def preprocess(
     source: str = typer.Option(..., metavar="SOURCE", help="files, stac or netcdf."),
@@ -55,26 +137,16 @@ def preprocess(
     region: Optional[Path] = region_option(),
     tile: Optional[str] = typer.Option(None, "--tile", metavar="NAME",
                                        help="Region: a 0.1 degree grid tile grid_{lon}_{lat}."),
-    s2: Optional[str] = typer.Option(None, metavar="TEMPLATE", help="files: S2 filename "
-                                     "template, e.g. 'data/S2_{granule}_{date}_{band}.tif'."),
-    s1: Optional[str] = typer.Option(None, metavar="TEMPLATE", help="files: S1 filename "
-                                     "template, e.g. 'data/S1_{orbit}_{date}_{band}.tif'."),
-    s2_band_order: Optional[str] = typer.Option(None, metavar="BANDS", help="files: band names "
-                                                "of multi-band S2 files, comma-separated."),
-    s1_band_order: Optional[str] = typer.Option(None, metavar="BANDS", help="files: band names "
-                                                "of multi-band S1 files, e.g. VV,VH."),
-    s1_units: str = typer.Option("linear", metavar="UNITS", help="files: S1 values as linear "
-                                 "(power), db or int16 (TESSERA code)."),
-    s1_orbit: Optional[str] = typer.Option(None, metavar="ORBIT", help="files: orbit of all S1 "
-                                           "files when the template has no {orbit}."),
-    stac_url: Optional[str] = typer.Option(None, metavar="URL", help="stac: STAC API root or "
-                                           "static catalog.json (path or URL)."),
-    s2_collection: str = typer.Option("sentinel-2-l2a", metavar="NAME", help="stac: S2 L2A "
-                                      "collection."),
-    s1_collection: str = typer.Option("sentinel-1-rtc", metavar="NAME", help="stac: S1 RTC "
-                                      "collection ('' for none)."),
-    netcdf: Optional[Path] = typer.Option(None, metavar="DIR", help="netcdf: a patch folder of "
-                                          ".nc cubes (the region defaults to the cube's grid)."),
+    s2: Optional[str] = s2_option(),
+    s1: Optional[str] = s1_option(),
+    s2_band_order: Optional[str] = s2_band_order_option(),
+    s1_band_order: Optional[str] = s1_band_order_option(),
+    s1_units: str = s1_units_option(),
+    s1_orbit: Optional[str] = s1_orbit_option(),
+    stac_url: Optional[str] = stac_url_option(),
+    s2_collection: str = s2_collection_option(),
+    s1_collection: str = s1_collection_option(),
+    netcdf: Optional[Path] = netcdf_option(),
     patch_size: int = typer.Option(500, metavar="PX", help="Patch side in pixels."),
     resampling_10m: str = typer.Option("nearest", metavar="METHOD", help="10 m bands: nearest "
                                        "or bilinear."),
@@ -104,28 +176,8 @@ def preprocess(
     opts = ComposeOptions(resampling_10m, resampling_20m, resampling_s1,
                           boa_offset,  # type: ignore[arg-type]
                           on_conflict)  # type: ignore[arg-type]
-    src: Source
-    if source == "files":
-        from tessera.preprocess.sources.files import FilesSource
-        src = FilesSource(s2=s2, s1=s1, s2_band_order=_bands(s2_band_order),
-                          s1_band_order=_bands(s1_band_order),
-                          s1_units=s1_units,  # type: ignore[arg-type]
-                          s1_orbit=s1_orbit)
-    elif source == "stac":
-        if not stac_url:
-            fail("--source stac needs --stac-url (a STAC API root or a catalog.json)")
-        need("pystac_client", "preprocess", "tessera preprocess --source stac")
-        from tessera.preprocess.sources.stac import StacSource
-        src = StacSource(stac_url, s2_collection=s2_collection or None,
-                         s1_collection=s1_collection or None)
-    elif source == "netcdf":
-        if netcdf is None:
-            fail("--source netcdf needs --netcdf FOLDER (a patch folder of .nc cubes)")
-        need("xarray", "preprocess", "tessera preprocess --source netcdf")
-        from tessera.preprocess.sources.netcdf import NetcdfSource
-        src = NetcdfSource(netcdf)
-    else:
-        fail(f"--source {source!r}: expected files, stac or netcdf")
+    src = build_source(source, s2, s1, s2_band_order, s1_band_order, s1_units, s1_orbit, stac_url,
+                       s2_collection, s1_collection, netcdf)
     grid = _grid(bbox, region, tile, src)
     if output is None and not dry_run:
         fail("give the output folder: -o DIR (or --dry-run)")

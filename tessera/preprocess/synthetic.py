@@ -127,6 +127,8 @@ class NoiseScene:
     crs: str = "EPSG:32631"
     origin: tuple[float, float] = (500000.0, 5600000.0)
     seed: int = 0
+    pixel_size: float = 10.0  # of the "10 m" bands; larger for reduced-resolution pipelines
+    granule: str = "T31UDS"
 
     def dates(self, n: int, offset: int) -> list[_dt.date]:
         step = 365 / max(n, 1)
@@ -148,7 +150,7 @@ def write_noise_files(root: str | os.PathLike, scene: NoiseScene) -> dict[str, A
     from rasterio.transform import from_origin
     root = Path(root)
     h, w = scene.height, scene.width
-    transform = from_origin(*scene.origin, 10.0, 10.0)
+    transform = from_origin(*scene.origin, scene.pixel_size, scene.pixel_size)
     n_files = 0
     for sensor, orbit, d, t in _noise_dates(scene):
         rng = np.random.default_rng([scene.seed, t, 0 if sensor == "s2" else 1 + len(orbit)])
@@ -157,9 +159,40 @@ def write_noise_files(root: str | os.PathLike, scene: NoiseScene) -> dict[str, A
             bands = (base + rng.integers(0, 300, size=(h, w, 10))).astype(np.uint16)
             scl = rng.choice(np.array([4, 5, 6, 8, 9, 3], np.uint8), size=(h, w),
                              p=[.45, .15, .05, .2, .1, .05])
-            n_files += len(write_s2_date(root, "T31UDS", d, bands, scl, scene.crs, transform))
+            n_files += len(write_s2_date(root, scene.granule, d, bands, scl, scene.crs, transform))
         else:
             code = rng.integers(2000, 9000, size=(h, w, 2)).astype(np.int16)
             n_files += len(write_s1_date(root, orbit, d, code, scene.crs, transform))
     size = sum(p.stat().st_size for p in root.rglob("*.tif"))
     return {"files": n_files, "bytes": size}
+
+
+def write_noise_region(root: str | os.PathLike, tiles: list[Any], resolution: float = 100.0,
+                       n_s2: int = 12, n_s1: int = 12, seed: int = 0, year: int = 2022
+                       ) -> dict[str, Any]:
+    """SIMULATED noise acquisitions covering grid `tiles` (`tessera.geo.GridTile`) at a
+    reduced `resolution`: one scene per UTM zone, under `root/utm{EPSG}/`, for the region
+    pipeline's tests and benchmark. Returns the files source's templates (`s2`, `s1`),
+    the file count and bytes."""
+    import math
+
+    root = Path(root)
+    by_zone: dict[int, list[Any]] = {}
+    for t in tiles:
+        by_zone.setdefault(int(t.epsg), []).append(t)
+    files = size = 0
+    for epsg, zone_tiles in by_zone.items():
+        grids = [t.target_grid(resolution) for t in zone_tiles]
+        x0 = min(g.bounds[0] for g in grids) - 2 * resolution
+        y0 = min(g.bounds[1] for g in grids) - 2 * resolution
+        x1 = max(g.bounds[2] for g in grids) + 2 * resolution
+        y1 = max(g.bounds[3] for g in grids) + 2 * resolution
+        w, h = (2 * math.ceil((v1 - v0) / resolution / 2) for v0, v1 in ((x0, x1), (y0, y1)))
+        scene = NoiseScene(h, w, year=year, n_s2=n_s2, n_s1=n_s1, crs=f"EPSG:{epsg}",
+                           origin=(x0, y1), seed=seed, pixel_size=resolution,
+                           granule=f"utm{epsg}")
+        got = write_noise_files(root / f"utm{epsg}", scene)
+        files, size = files + got["files"], size + got["bytes"]
+    # the folder is the S1 granule (one footprint per zone); S2 names carry it already
+    return {"s2": str(root / "{zone}" / S2_TEMPLATE), "s1": str(root / "{granule}" / S1_TEMPLATE),
+            "files": files, "bytes": size}
