@@ -347,13 +347,27 @@ def run_serial(plan: RunPlan, progress: Progress | None = None,
     return RunReport(done, failed, plan.done, plan.empty, time.perf_counter() - t0)
 
 
-def _worker_resources(client: Client) -> set[str]:
+def _worker_resources(client: Client) -> dict[str, float]:
+    """The largest amount of each resource one worker of the cluster declares."""
     info = client.scheduler_info(n_workers=-1) if _takes_n_workers(client) else \
         client.scheduler_info()
-    names: set[str] = set()
+    most: dict[str, float] = {}
     for w in info.get("workers", {}).values():
-        names |= set((w.get("resources") or {}).keys())
-    return names
+        for k, v in (w.get("resources") or {}).items():
+            most[k] = max(most.get(k, 0.0), float(v))
+    return most
+
+
+def check_memory(jobs: list[TileJob], memory: float | None) -> None:
+    """A task asking for more MEMORY than any worker has would wait forever: refuse first."""
+    if memory is None:
+        return
+    big = [j for j in jobs if j.memory() > memory]
+    if big:
+        j = max(big, key=TileJob.memory)
+        raise InputError(f"tile {j.tile} needs about {_human(j.memory())} to embed but the "
+                         f"largest worker declares MEMORY={_human(memory)}; give the workers "
+                         "more memory (--memory-limit, or dask worker --resources MEMORY=...)")
 
 
 def _takes_n_workers(client: Client) -> bool:
@@ -370,6 +384,7 @@ def run_distributed(plan: RunPlan, client: Client, progress: Progress | None = N
     cfg = plan.config
     t0 = time.perf_counter()
     have = _worker_resources(client)
+    check_memory(plan.jobs, have.get("MEMORY"))
     token = cfg.token()
     bar = task(progress, "tiles", total=len(plan.jobs))
     pixels = task(progress, "pixels", total=plan.pixels, unit="px")

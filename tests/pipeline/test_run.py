@@ -138,3 +138,14 @@ def test_a_store_holding_another_model_is_refused_before_any_work(serial_store, 
     other = resolve_model(None, model="v1", seed=1)[1]  # a random-init v1: another model
     with pytest.raises(StoreError, match="one model per year"):
         plan_run(source, TILES, _cfg(serial_store), other)
+
+
+def test_a_tile_larger_than_any_worker_is_refused_up_front(source, meta, tmp_path):
+    from tessera.errors import InputError
+    from tessera.pipeline.run import check_memory
+
+    plan = plan_run(source, TILES[:1], _cfg(tmp_path / "s"), meta)
+    check_memory(plan.jobs, None)  # workers without a MEMORY resource: nothing to check
+    check_memory(plan.jobs, 2**40)
+    with pytest.raises(InputError, match=f"tile {TILES[0].name} needs about .* MEMORY="):
+        check_memory(plan.jobs, 2**20)
