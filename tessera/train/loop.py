@@ -8,14 +8,21 @@ to 0, gradient-norm clipping, bf16 autocast on GPU.
 
 Determinism and exact resume: the data order and views are a function of (seed, epoch, batch)
 (shards.py), and every other random number of a step (dropout, alpha, the mix permutation) comes
-from generators re-seeded from (seed, step). A checkpoint stores model, optimizer, scheduler,
-RNG states and the position in the shard stream, so N steps + resume N steps gives the same
-weights as 2N steps straight.
+from generators re-seeded from (seed, step), and the rank for dropout. A checkpoint stores model,
+optimizer, scheduler, RNG states and the position in the shard stream, so N steps + resume N
+steps gives the same weights as 2N steps straight.
 
 DDP: run under `torchrun` (RANK / WORLD_SIZE / LOCAL_RANK in the environment); gloo on CPU,
-NCCL on GPU. `batch_size` is per rank; the loss is computed on the global batch. BatchNorm in
-the projector is synchronised on GPU (SyncBatchNorm) and per rank on CPU, where torch has no
-SyncBatchNorm.
+NCCL on GPU. `batch_size` is per rank; the loss is computed on the global batch, and the
+projector's BatchNorm normalises with global-batch statistics (SyncBatchNorm on NCCL,
+ddp.GlobalBatchNorm1d on gloo) and the fake quantisation's scale is the global batch's, so W
+ranks with B samples each compute the loss and gradients of one process with W x B on the same
+samples. The data order and the views are functions of the global batch (shards.py), which is
+what a checkpoint's position counts in: a run resumes on another number of ranks when the global
+batch (batch_size x world size) stays the same, and is refused otherwise. Two things stay per
+rank: dropout masks (each rank draws its own) and the mix partners of L_mix (inputs are mixed
+within a rank's slice, losses.py), so a W-rank run is the same training as a 1-rank run but not
+the same random numbers.
 """
 
 from __future__ import annotations
@@ -37,15 +44,16 @@ import torch.distributed as dist
 from torch import nn
 
 from tessera.atomic import atomic_path
-from tessera.errors import ExistsError, InputError, NotFoundError
+from tessera.errors import ExistsError, InputError, NotFoundError, TrainError
 from tessera.model import TesseraModel, get_preset, save_checkpoint
+from tessera.train.ddp import distributed
 from tessera.train.losses import BarlowTwinsLoss
 from tessera.train.qat import fake_quantize_tensor
 from tessera.train.shards import Batch, ShardStream, loader, read_manifest
 from tessera.train.views import VIEW_STEPS, View
 
 CSV_FIELDS = ("step", "epoch", "loss", "bt", "mix", "lr", "grad_norm", "samples_per_s",
-              "sources_per_batch", "rankme_z", "rankme_r", "probe", "qat")
+              "sources_per_batch", "rankme_z", "rankme_r", "probe", "qat", "world_size")
 
 
 @dataclasses.dataclass
@@ -120,7 +128,7 @@ class Pretrainer(nn.Module):
                 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         reps = [self._encode(v) for v in views]
         if quantize:
-            reps = [fake_quantize_tensor(r) for r in reps]
+            reps = [fake_quantize_tensor(r, global_batch=True) for r in reps]
         projector = self.model.projector
         assert projector is not None  # checked in __init__
         return [projector(r.float()) for r in reps], reps
@@ -193,8 +201,10 @@ def init_distributed(device: str = "auto") -> tuple[int, int, int]:
 class MetricsLog:
     """CSV (always) and TensorBoard (when installed) on rank 0."""
 
-    def __init__(self, out: Path, enabled: bool, resume_step: int | None = None) -> None:
+    def __init__(self, out: Path, enabled: bool, resume_step: int | None = None,
+                 world: int = 1) -> None:
         self.enabled = enabled
+        self.world = world  # recorded on every row: a resumed run may change it
         self.path = out / "metrics.csv"
         self.tb = None
         if not enabled:
@@ -221,7 +231,8 @@ class MetricsLog:
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self.writer.writerow({k: row.get(k, "") for k in CSV_FIELDS})
+        self.writer.writerow({**{k: row.get(k, "") for k in CSV_FIELDS},
+                              "world_size": self.world})
         self.file.flush()
         if self.tb is not None:
             for k, v in row.items():
@@ -305,15 +316,14 @@ def _run(cfg: TrainConfig, out: Path, ckpt_path: Path, manifest: dict[str, Any],
     state = RunState()
     if resume:
         saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        _check_same_run(saved["config"], cfg, ckpt_path)
+        # checkpoints written before the world size was stored: taken as this one's
+        _check_same_run(saved["config"], cfg, ckpt_path, int(saved.get("world_size", world)),
+                        world)
         model.load_state_dict(saved["model"])
         state = RunState(**saved["state"])
     net: nn.Module = Pretrainer(model, cfg.activation_checkpointing)
     if world > 1:
-        if device.type == "cuda":
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None)
+        net = distributed(net, device)
     opt = torch.optim.AdamW(param_groups(net, cfg.weight_decay), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, cfg.warmup))
     if resume:
@@ -326,13 +336,13 @@ def _run(cfg: TrainConfig, out: Path, ckpt_path: Path, manifest: dict[str, Any],
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     loss_fn = BarlowTwinsLoss(lambd=cfg.lambd, mu=cfg.mu)
     use_amp = cfg.amp and device.type == "cuda"
-    log = MetricsLog(out, rank == 0, resume_step=state.step if resume else None)
+    log = MetricsLog(out, rank == 0, resume_step=state.step if resume else None, world=world)
 
     def checkpoint() -> None:
         if rank != 0:
             return
         _atomic_torch_save({
-            "config": dataclasses.asdict(cfg), "model": model.state_dict(),
+            "config": dataclasses.asdict(cfg), "world_size": world, "model": model.state_dict(),
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "state": dataclasses.asdict(state),
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
@@ -398,15 +408,30 @@ def _run(cfg: TrainConfig, out: Path, ckpt_path: Path, manifest: dict[str, Any],
             "best_probe": state.best_probe, "total_steps": total, "rank": rank, "world": world}
 
 
-def _check_same_run(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
-    """Resuming with other settings would silently train something else: refuse."""
+def _check_same_run(saved: dict[str, Any], cfg: TrainConfig, path: Path, saved_world: int = 1,
+                    world: int = 1) -> None:
+    """Resuming with other settings would silently train something else: refuse.
+
+    The per-rank batch may change with the number of ranks as long as the global batch
+    (batch_size x world size) does not: the checkpoint's position, the epoch length and the
+    schedule count global batches, and a global batch is the same samples and views whatever
+    the number of ranks (shards.py)."""
     now = dataclasses.asdict(cfg)
     free = {"out", "workers", "checkpoint_every", "log_every", "device", "shards", "probe_every",
-            "activation_checkpointing"}  # change neither the data nor the maths
+            "activation_checkpointing",  # change neither the data nor the maths
+            "batch_size"}  # checked below as the global batch
     diff = [k for k in now if k not in free and saved.get(k) != now[k]]
     if diff:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diff)
-        raise InputError(f"{path}: cannot resume with different settings ({detail})")
+        raise TrainError(f"{path}: cannot resume with different settings ({detail})")
+    was = int(saved["batch_size"]) * saved_world
+    if cfg.batch_size * world != was:
+        fix = (f"--batch-size {was // world}" if was % world == 0
+               else f"a number of processes that divides {was}")
+        raise TrainError(f"{path}: cannot resume with a global batch of {cfg.batch_size} x "
+                         f"{world} process(es) = {cfg.batch_size * world}: the run was trained "
+                         f"with {saved['batch_size']} x {saved_world} = {was}; with {world} "
+                         f"process(es) resume with {fix}")
 
 
 def _train_step(net: nn.Module, model: TesseraModel, batch: Batch, opt: torch.optim.Optimizer,
@@ -414,7 +439,9 @@ def _train_step(net: nn.Module, model: TesseraModel, batch: Batch, opt: torch.op
                 cfg: TrainConfig, step: int, device: torch.device, use_amp: bool, world: int
                 ) -> dict[str, float]:
     seed = _step_seed(cfg.seed, step)
-    torch.manual_seed(seed)  # dropout
+    # dropout: each rank its own masks (rank 0 those of a single process), not copies of rank 0's
+    rank = dist.get_rank() if world > 1 else 0
+    torch.manual_seed((seed + 104_729 * rank) & 0x7FFFFFFF)
     rng = np.random.default_rng(seed)
     alpha = float(rng.beta(1.0, 1.0))
     v1, v2 = batch.view1.to(device), batch.view2.to(device)

@@ -14,6 +14,12 @@ batches; rank r of a world of W takes the r-th slice of each global batch and Da
 of a rank takes every w-th batch, so no sample is seen twice or skipped. All of it is a
 function of (seed, epoch), which makes resuming exact: start at batch k and the rest is
 identical.
+
+The world size changes nothing but who holds which rows: global batch k of W ranks with B each
+is, concatenated in rank order, exactly batch k of one process with W x B (the same samples in
+the same order, with the same views: a rank draws its rows' views from the global batch's random
+stream, see `views.draw_view`). So a run may resume on another number of ranks at the same global
+batch, and the DDP loss, which is computed on the gathered global batch, is that of one process.
 """
 
 from __future__ import annotations
@@ -318,25 +324,32 @@ class ShardStream(IterableDataset):
 
     def batch_refs(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """(global batch number, shard numbers, rows) of THIS rank's slice, for every batch."""
+        for b, sid, row, _ in self._slices():
+            yield b, sid, row
+
+    def _slices(self) -> Iterator[tuple[int, np.ndarray, np.ndarray, tuple[int, int]]]:
+        """`batch_refs` plus where the slice sits: (offset in the global batch, its size)."""
         gb, carry_s, carry_r, b = self.global_batch, np.zeros(0, np.int32), np.zeros(0, int), 0
         for sid, row in self._refs():
             sid, row = np.concatenate([carry_s, sid]), np.concatenate([carry_r, row])
             n_full = len(sid) // gb
             for k in range(n_full):
                 lo = k * gb + self.rank * self.batch_size
-                yield b, sid[lo:lo + self.batch_size], row[lo:lo + self.batch_size]
+                yield (b, sid[lo:lo + self.batch_size], row[lo:lo + self.batch_size],
+                       (self.rank * self.batch_size, gb))
                 b += 1
             carry_s, carry_r = sid[n_full * gb:], row[n_full * gb:]
         if len(carry_s) and not self.drop_last:
             part = np.array_split(np.arange(len(carry_s)), self.world)[self.rank]
-            yield b, carry_s[part], carry_r[part]
+            offset = int(part[0]) if len(part) else 0
+            yield b, carry_s[part], carry_r[part], (offset, len(carry_s))
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         opened: dict[int, Shard] = {}
         shards = self.manifest["shards"]
-        for b, sid, row in self.batch_refs():
+        for b, sid, row, part in self._slices():
             if b < self.start_batch or (b - self.start_batch) % nw != wid or len(sid) == 0:
                 continue
             current = {int(s) for s in np.unique(sid)}
@@ -356,8 +369,10 @@ class ShardStream(IterableDataset):
             data = Ragged.concat([p[1] for p in parts]).take(inv)
             source = np.concatenate([s[1] for s in src])[inv]
             pixel = np.concatenate([p[1] for p in pix])[inv]
-            rng = _seed_rng(self.seed, 4, self.epoch, b, self.rank)
-            v1, v2 = draw_views(data, rng, self.steps)
+            # one stream per global batch (the trailing 0 was the rank: world 1 draws as before),
+            # this rank's rows of it: a sample's views do not depend on the number of ranks
+            rng = _seed_rng(self.seed, 4, self.epoch, b, 0)
+            v1, v2 = draw_views(data, rng, self.steps, part)
             yield Batch(view1=v1, view2=v2, source=torch.from_numpy(source.astype(np.int64)),
                         pixel=torch.from_numpy(pixel.astype(np.int64)), index=b)
 

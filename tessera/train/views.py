@@ -4,8 +4,10 @@ A pixel's valid observations are kept as ragged arrays (`Ragged`: only valid S2 
 valid S1 dates of both orbits pooled and sorted by day of year), which is what shards store.
 A view draws `steps` (40) S2 and `steps` S1 observations uniformly WITH replacement from them,
 sorted by position; two views of the same pixel are drawn independently. Random numbers come from
-a numpy Generator the caller seeds from (seed, epoch, batch, rank), so a batch's views do not
-depend on the number of DataLoader workers or on whether training was resumed.
+a numpy Generator the caller seeds from (seed, epoch, batch), so a batch's views do not depend on
+the number of DataLoader workers or on whether training was resumed. Under DDP a rank holds a
+slice of the global batch (`part`): it skips the other rows' numbers of the same stream instead of
+drawing its own, so a sample's views do not depend on the number of ranks either.
 """
 
 from __future__ import annotations
@@ -130,27 +132,57 @@ class View:
                       for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
 
 
+def _uniform(rng: np.random.Generator, n: int, steps: int, part: tuple[int, int] | None
+             ) -> np.ndarray:
+    """(n, steps) uniforms: rows offset..offset + n of the (total, steps) block that
+    `rng.random((total, steps))` would draw, with `part` = (offset, total), leaving `rng` where
+    that full draw would; the whole block without `part`.
+
+    Why not draw the block and slice it: each rank would then generate the numbers of every rank
+    (world x the work). A PCG64 float64 consumes exactly one 64-bit output, so jumping over the
+    other rows (`advance`, O(log n)) lands on the same numbers."""
+    if part is None:
+        return rng.random((n, steps))
+    offset, total = part
+    if not 0 <= offset <= offset + n <= total:
+        raise ValueError(f"views: rows {offset}..{offset + n} outside a batch of {total}")
+    bits = rng.bit_generator
+    if not isinstance(bits, np.random.PCG64):
+        raise TypeError(f"views: drawing part of a batch needs a PCG64 generator, not "
+                        f"{type(bits).__name__}")
+    bits.advance(offset * steps)
+    u = rng.random((n, steps))
+    bits.advance((total - offset - n) * steps)
+    return u
+
+
 def _draw(off: np.ndarray, values: np.ndarray, doy: np.ndarray, steps: int,
-          rng: np.random.Generator, sensor: str) -> tuple[np.ndarray, np.ndarray]:
+          rng: np.random.Generator, sensor: str, part: tuple[int, int] | None = None
+          ) -> tuple[np.ndarray, np.ndarray]:
     counts = np.diff(off)
     if (counts < 1).any():
         raise InputError(f"views: a pixel has no valid {sensor} observation; filter pixels first "
                          "(ragged_from_batch keeps only pixels with enough valid dates)")
-    u = rng.random((len(counts), steps))
+    u = _uniform(rng, len(counts), steps, part)
     pick = np.sort(np.minimum((u * counts[:, None]).astype(np.int64), counts[:, None] - 1), 1)
     rows = off[:-1, None] + pick
     return values[rows], doy[rows]
 
 
-def draw_view(r: Ragged, rng: np.random.Generator, steps: int = VIEW_STEPS) -> View:
-    """`steps` S2 and `steps` S1 observations per pixel, uniformly with replacement, sorted."""
-    s2, s2_doy = _draw(r.s2_off, r.s2, r.s2_doy, steps, rng, "S2")
-    s1, s1_doy = _draw(r.s1_off, r.s1, r.s1_doy, steps, rng, "S1")
+def draw_view(r: Ragged, rng: np.random.Generator, steps: int = VIEW_STEPS,
+              part: tuple[int, int] | None = None) -> View:
+    """`steps` S2 and `steps` S1 observations per pixel, uniformly with replacement, sorted.
+
+    `part` = (offset, total): `r` holds rows offset.. of a batch of `total` pixels, and gets the
+    views a draw for the whole batch would give those rows (the rng ends where it would)."""
+    s2, s2_doy = _draw(r.s2_off, r.s2, r.s2_doy, steps, rng, "S2", part)
+    s1, s1_doy = _draw(r.s1_off, r.s1, r.s1_doy, steps, rng, "S1", part)
     f = torch.from_numpy
     return View(s2=f(s2.astype(np.float32)), s2_doy=f(s2_doy.astype(np.float32)),
                 s1=f(s1.astype(np.float32)), s1_doy=f(s1_doy.astype(np.float32)))
 
 
-def draw_views(r: Ragged, rng: np.random.Generator, steps: int = VIEW_STEPS) -> tuple[View, View]:
-    """Two independent views of the same pixels."""
-    return draw_view(r, rng, steps), draw_view(r, rng, steps)
+def draw_views(r: Ragged, rng: np.random.Generator, steps: int = VIEW_STEPS,
+               part: tuple[int, int] | None = None) -> tuple[View, View]:
+    """Two independent views of the same pixels (`part`: see `draw_view`)."""
+    return draw_view(r, rng, steps, part), draw_view(r, rng, steps, part)
