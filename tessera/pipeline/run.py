@@ -312,6 +312,11 @@ class RunReport:
 OnTile = Callable[[str, str, dict[str, Any]], None]  # (tile, "done" | "failed", details)
 
 
+def _counts(done: list[Any], failed: dict[str, str], total: int) -> str:
+    """The tiles bar's status: done / failed / remaining."""
+    return f"{len(done)} done, {len(failed)} failed, {total - len(done) - len(failed)} left"
+
+
 def _error_line(exc: BaseException | None) -> str:
     if exc is None:
         return "unknown error"
@@ -325,7 +330,8 @@ def run_serial(plan: RunPlan, progress: Progress | None = None,
     what a run without dask.distributed does."""
     t0 = time.perf_counter()
     bar = task(progress, "tiles", total=len(plan.jobs))
-    done, failed = [], {}
+    done: list[dict[str, Any]] = []
+    failed: dict[str, str] = {}
     for job in plan.jobs:
         err: BaseException | None = None
         for _ in range(plan.config.retries + 1):
@@ -336,12 +342,12 @@ def run_serial(plan: RunPlan, progress: Progress | None = None,
                 err = exc
         else:
             failed[job.tile] = _error_line(err)
-            bar.advance(1, f"{job.tile} FAILED")
+            bar.advance(1, _counts(done, failed, len(plan.jobs)))
             if on_tile:
                 on_tile(job.tile, "failed", {"error": failed[job.tile]})
             continue
         done.append(res)
-        bar.advance(1, job.tile)
+        bar.advance(1, _counts(done, failed, len(plan.jobs)))
         if on_tile:
             on_tile(job.tile, "done", res)
     return RunReport(done, failed, plan.done, plan.empty, time.perf_counter() - t0)
@@ -398,19 +404,20 @@ def run_distributed(plan: RunPlan, client: Client, progress: Progress | None = N
                             retries=cfg.retries, priority=10, resources=emb_res or None,
                             pure=False)
         futures[emb] = job
-    done, failed = [], {}
+    done: list[dict[str, Any]] = []
+    failed: dict[str, str] = {}
     for fut in as_completed(list(futures)):
         job = futures[fut]
         if fut.status == "finished":
             res = fut.result()
             done.append(res)
-            bar.advance(1, job.tile)
+            bar.advance(1, _counts(done, failed, len(plan.jobs)))
             pixels.advance(res["pixels"])
             if on_tile:
                 on_tile(job.tile, "done", res)
         else:
             failed[job.tile] = _error_line(fut.exception())
-            bar.advance(1, f"{job.tile} FAILED")
+            bar.advance(1, _counts(done, failed, len(plan.jobs)))
             if on_tile:
                 on_tile(job.tile, "failed", {"error": failed[job.tile]})
         fut.release()
