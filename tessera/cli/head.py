@@ -6,6 +6,9 @@ polygons (every pixel inside, the polygon kept as the group), a label raster (fi
 components of one label), an embedded point table (`tessera embed-points --keep label`, no
 store needed), or, for `evaluate`, a labelled point table of raw time series (the WorldCereal
 extractions, long or WIDE): embedded here with --model, and the raw series give the baseline.
+With --features COLUMNS, `train` and `evaluate` take plain numeric columns of a table instead of
+embeddings (a sanity check of the heads, splits and reports on public tables; `--test-table` a
+fixed test set).
 """
 
 from __future__ import annotations
@@ -42,6 +45,13 @@ def _layer_option() -> Any:
     return typer.Option(None, "--layer", metavar="NAME", help="The layer of a GeoPackage, the "
                         "band of a label raster, or the label variable of a netCDF cube (e.g. "
                         "CT).")
+
+
+def _features_option() -> Any:
+    return typer.Option(None, "--features", metavar="COLUMNS", help="Score plain numeric "
+                        "columns of a CSV / Parquet LABELS table instead of embeddings (no "
+                        "store): names, a glob (ndvi_*) or a range (ndvi_000..ndvi_045), "
+                        "comma-separated.")
 
 
 def _params(items: Optional[list[str]]) -> dict[str, Any]:
@@ -92,6 +102,76 @@ def _joined(labels_path: Path, store: Optional[str], year: Optional[int], label:
     return joined, chosen
 
 
+def _head_params(items: Optional[list[str]], kinds: list[str]) -> dict[str, dict[str, Any]]:
+    """evaluate's --param HEAD.KEY=VALUE (repeatable): parameters per head kind, since one
+    run scores several kinds."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in _params(items).items():
+        kind, dot, name = key.partition(".")
+        if not dot or not name:
+            fail(f"--param {key}=...: expected HEAD.KEY=VALUE (evaluate scores several heads), "
+                 "e.g. --param knn.n_neighbors=1")
+        if kind not in kinds:
+            fail(f"--param {key}=...: head {kind!r} is not among --heads {','.join(kinds)}")
+        out.setdefault(kind, {})[name] = value
+    return out
+
+
+def _no_store_options(features: str, **given: Any) -> None:
+    """--features reads everything from the table: options of the embedding paths refused."""
+    used = [f"--{k.replace('_', '-')}" for k, v in given.items() if v]
+    if used:
+        fail(f"--features {features}: the features are table columns; leave out "
+             f"{', '.join(used)} (options for embeddings)")
+
+
+def _columns_mode(path: Path, features: str, test: Optional[Path], label: str,
+                  group: Optional[str], task: Optional[str], split: Optional[str],
+                  **embedding_options: Any) -> tuple[Any, ...]:
+    """`evaluate --features`: X the table's columns, y its labels, groups / lon / lat when
+    it has them, the fixed fold of a --test-table (else None) and the report's meta."""
+    from tessera.downstream.feature_table import FEATURES, read_feature_table
+
+    _no_store_options(features, **embedding_options)
+    if test is not None and split not in (None, "holdout"):
+        fail(f"--test-table {test} is the split: --split {split} does not apply")
+    ft = read_feature_table(path, features, label=label, group=group, task=task, test=test)
+    if split == "spatial" and ft.lon is None:
+        fail(f"{path}: --split spatial needs lon and lat columns (degrees); the table has "
+             "none (use --split grouped --group COLUMN or random)")
+    if ft.filled:
+        out.print("missing feature values filled with the training median: "
+                  + ", ".join(f"{v} in {k}" for k, v in list(ft.filled.items())[:8])
+                  + (" ..." if len(ft.filled) > 8 else ""))
+    meta = {**ft.info(), "feature_set": FEATURES,
+            "raw_baseline": "none: the table columns are the features (the majority / mean "
+                            "reference is shown)"}
+    return (ft.X, ft.y, ft.groups, ft.classes, ft.task, ft.lon, ft.lat,
+            ft.holdout() if test is not None else None, meta)
+
+
+def _train_on_columns(path: Path, features: str, output: Path, kind: str, label: str,
+                      group: Optional[str], task: Optional[str], seed: int,
+                      param: Optional[list[str]], overwrite: bool, progress: bool,
+                      **embedding_options: Any) -> None:
+    """`train --features`: a head on table columns; it records model `table-columns`, so
+    `head predict` refuses every store's embeddings."""
+    from tessera.downstream.feature_table import MODEL, read_feature_table
+    from tessera.downstream.heads import make_head
+
+    _no_store_options(features, **embedding_options)
+    ft = read_feature_table(path, features, label=label, group=group, task=task)
+    h = make_head(kind, ft.task, classes=ft.classes, seed=seed, model=MODEL, **_params(param))
+    with Bars(progress) as bars:
+        h.fit(ft.X, ft.y, progress=bars)
+    h.info.extra.update({"labels": str(path), "label_column": label, **ft.info(),
+                         "feature_columns": ft.columns})
+    written = h.save(output, overwrite=overwrite)
+    what = f"{len(ft.classes)} classes" if ft.task == "classification" else "regression"
+    out.print(f"wrote {written}: {kind} head, {what}, {len(ft)} rows of {len(ft.columns)} "
+              "table columns")
+
+
 def _say_dropped(joined: Joined) -> None:
     gone = {k: v for k, v in joined.dropped.items() if v}
     if gone:
@@ -107,7 +187,8 @@ def train(
     store: Optional[str] = store_option_optional(),
     year: Optional[int] = typer.Option(None, "--year", metavar="YEAR", help="The embeddings' "
                                        "year (with --store)."),
-    head: str = typer.Option("logistic", "--head", metavar="KIND", help=HEAD_HELP),
+    head: str = typer.Option("logistic", "--head", metavar="KIND", help=HEAD_HELP + " Or unet: "
+                             "a UNet on patches of a label raster (--patch)."),
     label: str = _label_option(),
     group: Optional[str] = typer.Option(None, "--group", metavar="COLUMN", help="Group column "
                                         "(recorded; used by evaluate)."),
@@ -115,10 +196,16 @@ def train(
     layer: Optional[str] = _layer_option(),
     bands: Optional[str] = typer.Option(None, "--bands", metavar="LIST", help="Embedding "
                                         "dimensions to use, e.g. 0-63."),
+    features: Optional[str] = _features_option(),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the head."),
     param: Optional[list[str]] = typer.Option(None, "--param", metavar="KEY=VALUE",
                                               help="A head parameter (repeatable), e.g. "
                                               "n_estimators=300, epochs=50."),
+    embeddings: Optional[Path] = typer.Option(None, "--embeddings", metavar="FILE.tif",
+                                              help="--head unet: a GeoTIFF of embeddings "
+                                              "under the label raster (instead of --store)."),
+    patch: Optional[int] = typer.Option(None, "--patch", metavar="PX", help="--head unet: "
+                                        "the edge of the training patches (default 64)."),
     overwrite: bool = overwrite_option(),
     progress: bool = progress_option(),
     cache: Optional[Path] = cache_option(),
@@ -127,10 +214,23 @@ def train(
     """Train a head on labelled embeddings and save it (with the embedding model it needs).
 
     The saved head records the embedding model id, its width and bands, the class names and
-    the training data's fingerprint; `head predict` refuses embeddings of another model."""
+    the training data's fingerprint; `head predict` refuses embeddings of another model.
+    `--head unet` trains on patches of a label raster and the embeddings under it."""
     need("sklearn", "eval", "tessera head")
     from tessera.downstream.heads import make_head
 
+    if head == "unet":
+        _train_unet(labels, output, store, embeddings, year, task, layer, bands, seed,
+                    _params(param), patch, overwrite, progress, cache, dataset,
+                    features=features)
+        return
+    if embeddings is not None or patch is not None:
+        fail(f"--embeddings / --patch are for --head unet; a {head} head takes labelled "
+             "pixels from --store (a store or a folder of `tessera embed` outputs)")
+    if features is not None:
+        _train_on_columns(labels, features, output, head, label, group, task, seed, param,
+                          overwrite, progress, store=store, bands=bands, layer=layer)
+        return
     joined, chosen = _joined(labels, store, year, label, group, task, bands, cache, dataset,
                              layer)
     _say_dropped(joined)
@@ -146,6 +246,50 @@ def train(
             else "regression")
     out.print(f"wrote {path}: {head} head, {what}, {len(joined)} samples of "
               f"{joined.model or 'an unrecorded model'} ({h.info.dims} dims)")
+
+
+def _train_unet(labels: Path, output: Path, store: Optional[str], embeddings: Optional[Path],
+                year: Optional[int], task: Optional[str], layer: Optional[str],
+                bands: Optional[str], seed: int, params: dict[str, Any], patch: Optional[int],
+                overwrite: bool, progress: bool, cache: Optional[Path],
+                dataset: Optional[str], features: Optional[str] = None) -> None:
+    """`train --head unet`: a label raster cut into patches with the embeddings under it
+    (`tessera.downstream.patches`); pixels without a label are left out of the loss."""
+    from tessera.dims import parse_bands
+    from tessera.downstream.heads import make_head
+    from tessera.downstream.patches import embedding_grids, raster_patches, read_label_raster
+    from tessera.downstream.unet import UNetHead
+
+    if features is not None:
+        fail("--features: table columns have no neighbourhood; a unet head takes a label "
+             "raster and embeddings")
+    source: Any = embeddings if embeddings is not None else store
+    if source is None:
+        fail(f"{labels}: a unet head needs the embeddings under the labels: --store (a store "
+             "or a folder of `tessera embed` outputs, with --year) or --embeddings FILE.tif")
+    if embeddings is None and year is None:
+        fail("--year is needed with a store")
+    lab = read_label_raster(labels, layer=layer, task=task)
+    grids = embedding_grids(source, year, lab, cache_dir=cache, dataset_version=dataset)
+    with Bars(progress) as bars:
+        p = raster_patches(lab, grids, 64 if patch is None else patch, progress=bars)
+        gone = {k: v for k, v in p.dropped.items() if v}
+        if gone:
+            out.print("labelled pixels without an embedding (left out): "
+                      + ", ".join(f"{v} {k}" for k, v in gone.items()))
+        chosen = parse_bands(bands, p.dims) if bands is not None else None
+        h = make_head("unet", p.task, classes=p.classes, seed=seed, model=p.model,
+                      bands=chosen, **params)
+        assert isinstance(h, UNetHead)
+        h.fit_patches(p.X, p.Y, progress=bars)
+    h.info.extra.update({"labels": str(labels), "label_column": lab.column, "year": p.year,
+                         "store": str(source), "weights": p.weights, "patch": p.patch,
+                         "embedding_sources": p.sources, "dropped": p.dropped})
+    path = h.save(output, overwrite=overwrite)
+    what = f"{len(p.classes)} classes" if p.task == "classification" else "regression"
+    out.print(f"wrote {path}: unet head, {what}, {p.labelled} labelled pixels in {len(p)} "
+              f"patches of {p.patch} x {p.patch} px of {p.model or 'an unrecorded model'} "
+              f"({h.info.dims} dims)")
 
 
 def _table_mode(path: Path, model: str, checkpoint: Optional[Path], min_count: int,
@@ -183,7 +327,7 @@ def evaluate(
                                   "(WorldCereal extractions, long or WIDE)."),
     output: Path = typer.Option(..., "-o", "--output", metavar="DIR", help="Report folder "
                                 "(report.json, results.csv, summary.md, learning_curve.png, "
-                                "confusion_matrix.png)."),
+                                "confusion_matrix.png, map_preview.png with a store)."),
     store: Optional[str] = store_option_optional(),
     year: Optional[int] = typer.Option(None, "--year", metavar="YEAR", help="The embeddings' "
                                        "year (with --store); with --model, the table's "
@@ -220,6 +364,15 @@ def evaluate(
                                                    "came from (repeatable): their monthly "
                                                    "medians are the raw-data baseline."),
     layer: Optional[str] = _layer_option(),
+    features: Optional[str] = _features_option(),
+    test_table: Optional[Path] = typer.Option(None, "--test-table", metavar="TABLE",
+                                              help="With --features: a second table with the "
+                                              "same columns, the fixed test set (e.g. a UCR "
+                                              "TEST file); the first table is the training "
+                                              "pool."),
+    param: Optional[list[str]] = typer.Option(None, "--param", metavar="HEAD.KEY=VALUE",
+                                              help="A head parameter (repeatable), e.g. "
+                                              "knn.n_neighbors=1."),
     progress: bool = progress_option(),
     cache: Optional[Path] = cache_option(),
     dataset: Optional[str] = dataset_version_option(),
@@ -236,11 +389,29 @@ def evaluate(
     from tessera.downstream.splits import make_folds
 
     kinds = [h.strip() for h in heads.split(",") if h.strip()]
+    if "unet" in kinds:
+        fail("--heads unet: head evaluate scores pixel heads only (a unet needs patches); "
+             "train it with `head train --head unet` and check its map with `head predict "
+             "--compare`")
     fracs = _numbers(fractions, "--fractions", float)
     seed_list = _numbers(seeds, "--seeds", int)
     meta: dict[str, Any] = {"labels": str(labels), "heads": kinds}
     baselines = None
-    if model is not None or checkpoint is not None:
+    head_params = _head_params(param, kinds)
+    fixed: Any = None  # the folds of a --test-table
+    feature_set = "embedding"
+    if features is not None:
+        X, y, groups, classes, t, lon, lat, fixed, more = _columns_mode(
+            labels, features, test_table, label, group, task, split,
+            store=store, model=model or checkpoint, raw_tiles=raw_tiles, layer=layer)
+        feature_set = str(more.pop("feature_set"))
+        meta.update(more)
+        split = fixed[0].method if fixed else (
+            split or ("grouped" if groups is not None else "spatial" if lon is not None
+                      else "random"))
+    elif test_table is not None:
+        fail("--test-table is for plain feature tables: give --features COLUMNS too")
+    elif model is not None or checkpoint is not None:
         X, raw, y, groups, classes, more = _table_mode(labels, model or "", checkpoint,
                                                        min_count, year)
         meta.update(more)
@@ -272,18 +443,70 @@ def evaluate(
                  else len(y))
     if split in ("grouped", "column") and groups is None:
         fail(f"--split {split} needs groups: --group COLUMN, or polygon / raster labels")
-    folds = make_folds(data, split, k=k, seed=seed_list[0],
-                       labels=np.asarray(classes, dtype=object)[y] if t == "classification"
-                       else None,
-                       group=groups if split in ("grouped", "column") else None,
-                       block_size_m=block_size if split == "spatial" else None)
+    folds = fixed or make_folds(data, split, k=k, seed=seed_list[0],
+                                labels=np.asarray(classes, dtype=object)[y]
+                                if t == "classification" else None,
+                                group=groups if split in ("grouped", "column") else None,
+                                block_size_m=block_size if split == "spatial" else None)
     meta.update({"split": split, "block_size_m": block_size if split == "spatial" else None})
     with Bars(progress) as bars:
         res = run_eval(X, y, task=t, classes=classes, folds=folds, heads=kinds,
-                       fractions=fracs, seeds=seed_list, baselines=baselines, progress=bars)
-    files = write_report(res, output, title=f"TESSERA heads on {labels.name}", meta=meta)
+                       fractions=fracs, seeds=seed_list, baselines=baselines, progress=bars,
+                       head_params=head_params, features=feature_set)
+    if features is not None:
+        meta["map_preview"] = ("none: the features are columns of a table, not embeddings of "
+                               "a place: there is no area to map")
+    elif model is not None or checkpoint is not None:
+        meta["map_preview"] = ("none: a raw point table holds time series at its points only; "
+                               "there are no embeddings of the area around them to map (give "
+                               "labels with --store to get one)")
+    elif not store:
+        meta["map_preview"] = ("none: the labels carry their own embeddings and no --store "
+                               "was given: there is no raster of embeddings to map")
+    else:
+        meta["map_preview"] = _evaluate_preview(
+            res, X, y, classes, seed_list[0], head_params, store, meta.get("year") or year,
+            lon, lat, str(meta.get("model") or ""), output, progress, cache, dataset)
+    title = (f"Heads on table columns of {labels.name}" if features is not None
+             else f"TESSERA heads on {labels.name}")
+    files = write_report(res, output, title=title, meta=meta)
     out.print((output / "summary.md").read_text() if (output / "summary.md").exists() else "")
-    out.print("wrote " + ", ".join(str(p) for p in files.values()))
+    out.print("wrote " + ", ".join(str(p) for p in files.values())
+              + (f", {output / 'map_preview.png'}"
+                 if str(meta["map_preview"]).startswith("map_preview.png") else ""))
+
+
+def _evaluate_preview(res: Any, X: Any, y: Any, classes: list[str], seed: int,
+                      head_params: dict[str, dict[str, Any]], store: str, year: Optional[int],
+                      lon: Any, lat: Any, model: str, output: Path, progress: bool,
+                      cache: Optional[Path], dataset: Optional[str]) -> str:
+    """evaluate's map_preview.png: the best head on embeddings (at the largest fraction) fitted
+    on all the labels and drawn over their bounding box (`tessera.downstream.preview`); the
+    line report.json and summary.md say about it, or why there is none."""
+    from tessera.downstream.benchmark import best_method
+    from tessera.downstream.heads import make_head
+    from tessera.downstream.preview import PREVIEW_PX, map_preview
+    from tessera.cli.common import warn
+    from tessera.errors import TesseraError, error_text
+
+    if lon is None or lat is None or year is None:
+        return "none: the labels have no coordinates or no year to map"
+    kind = best_method(res) or res.methods[0]["head"]
+    h = make_head(kind, res.task, classes=classes, seed=seed, model=model,
+                  **(head_params or {}).get(kind, {}))
+    output.mkdir(parents=True, exist_ok=True)
+    with Bars(progress) as bars:
+        h.fit(X, y, progress=bars)
+        try:
+            pv = map_preview(h, store, int(year), lon, lat, output / "map_preview.png",
+                             max_px=PREVIEW_PX, dataset_version=dataset, cache_dir=cache,
+                             progress=bars)
+        except TesseraError as exc:
+            warn(f"map preview: {error_text(exc)}")
+            return f"none: the preview failed ({error_text(exc)})"
+    return (f"{pv.describe()}: the {kind} head (the best on embeddings with "
+            f"{res.fractions[-1]:.0%} of the labels) fitted on all {len(y)} labels, over their "
+            "bounding box")
 
 
 @command

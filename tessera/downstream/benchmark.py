@@ -225,25 +225,30 @@ def evaluate(X: Any, y: Any, *, task: str = "classification", classes: Sequence[
              fractions: Sequence[float] = FRACTIONS, seeds: Sequence[int] = SEEDS,
              baselines: Mapping[str, Any] | None = None, make_head: HeadFactory | None = None,
              head_params: Mapping[str, Mapping[str, Any]] | None = None,
-             min_per_class: int = 1, progress: Progress | None = None) -> EvalResult:
+             min_per_class: int = 1, progress: Progress | None = None,
+             features: str = EMBEDDING) -> EvalResult:
     """Score every head on the embeddings `X` (and on each baseline feature set) and the
     majority / mean reference, for every fold x fraction x seed (see the module docstring).
 
     y: class names or indices into `classes` (classification; classes default to the sorted
     distinct labels) or numbers (regression). head_params: extra keyword arguments per head
-    kind. progress: one step per fit.
+    kind. progress: one step per fit. features: the name of `X`'s feature set in the results
+    (default "embedding"; e.g. "table" for plain table columns, so no report calls them
+    embeddings); its methods are named by the head alone.
     """
     t0 = time.perf_counter()
     check_task(task)
-    x = _matrix(X, "X (embeddings)", None)
+    if not features or ":" in features or features == REFERENCE:
+        raise InputError(f"features {features!r}: expected a short name without ':'")
+    x = _matrix(X, f"X ({features})", None)
     n = len(x)
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).any(axis=1).sum())
-        raise InputError(f"X (embeddings): {bad} samples with non-finite values; expected "
-                         "finite embeddings (leave those samples out)")
-    feats: dict[str, np.ndarray] = {EMBEDDING: x}
+        raise InputError(f"X ({features}): {bad} samples with non-finite values; expected "
+                         "finite features (leave those samples out)")
+    feats: dict[str, np.ndarray] = {features: x}
     for name, xb in (baselines or {}).items():
-        if not name or ":" in name or name in (EMBEDDING, REFERENCE):
+        if not name or ":" in name or name in (EMBEDDING, REFERENCE, features):
             raise InputError(f"baseline name {name!r}: expected a short name without ':' "
                              f"(e.g. 'raw'), not {EMBEDDING!r}")
         feats[name] = _matrix(xb, f"baseline {name!r}", n)
@@ -288,7 +293,7 @@ def evaluate(X: Any, y: Any, *, task: str = "classification", classes: Sequence[
     methods: list[dict[str, str]] = []
     for fname in feats:
         for h in heads:
-            methods.append({"name": h if fname == EMBEDDING else f"{fname}:{h}",
+            methods.append({"name": h if fname == features else f"{fname}:{h}",
                             "features": fname, "head": h})
     ref = "majority" if task == "classification" else "mean"
     methods.append({"name": ref, "features": REFERENCE, "head": ref})

@@ -10,6 +10,12 @@ work on it, one row of output blocks, and the PNG preview (at most PREVIEW_MAX p
 file is written under a temporary name and renamed when complete (with the PNG, together): a
 failure (an error, Ctrl-C, a full disk) leaves nothing under the final names.
 
+A head that sees neighbourhoods (one with `predict_dense` and `context`: the UNet) is given
+windows instead of pixels: output tiles of DENSE_TILE px, each predicted from a window with
+`context` px more on each side (cropped at the grid's edges) and stitched. With the UNet's
+context the stitched map equals a prediction of the whole raster at once; what is held is the
+strips covering DENSE_TILE + 2 x context rows and one window.
+
 The GeoTIFF (tiled BLOCK x BLOCK, deflate, the mosaic's CRS and transform):
 
 - classification: 2 bands of one integer type (a GeoTIFF has one data type and one nodata
@@ -43,7 +49,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -67,6 +73,9 @@ BLOCK = 256          # GeoTIFF block edge of the maps (2 small bands: 128 KB a b
 PREVIEW_MAX = 2048   # px: the PNG preview's long side at most
 LEGEND_MAX = 40      # classes named in the PNG legend at most
 DEFAULT_BATCH = 65536
+#: Heads that see neighbourhoods (the UNet): output tiles of this edge, each predicted from a
+#: window with the head's `context` more pixels on each side (a multiple of 4: the pooling grid)
+DENSE_TILE = 192
 GDAL_CACHE_MB = 64
 
 
@@ -74,7 +83,9 @@ class Head(Protocol):
     """What `predict_map` needs of a fitted head (`tessera.downstream.heads.Head`): `info` with
     `task` ("classification" | "regression"), `classes` (names in index order), `model` (the
     embedding model id), `bands` (dimensions used, None = all) and optionally `kind`; `predict`
-    / `predict_proba` on full-width float32 (N, D) embeddings; `check_input`."""
+    / `predict_proba` on full-width float32 (N, D) embeddings; `check_input`. A head that sees
+    neighbourhoods has instead `predict_dense` on (N, H, W, D) windows (NaN = no embedding)
+    giving (N, C, H, W) probabilities or (N, 1, H, W) values, and `context` (pixels)."""
 
     @property
     def info(self) -> Any: ...
@@ -325,8 +336,11 @@ def predict_strips(head: Head, strips: Iterable[EmbeddingRaster], *, crs: Any, t
                     cmap[255] = (0, 0, 0, 0)
                 dst.write_colormap(1, cmap)
             row = 0
-            for strip in strips:
-                out = _predict_strip(head, strip, dims, width, batch, state, bar)
+            outs: Iterable[np.ndarray] = (
+                _dense_outputs(head, strips, dims, width, height, state, bar)
+                if callable(getattr(head, "predict_dense", None)) else
+                (_predict_strip(head, strip, dims, width, batch, state, bar) for strip in strips))
+            for out in outs:
                 state.add(dst, out, row)
                 row += out.shape[1]
                 bar.advance(out.shape[1] * width)
@@ -443,6 +457,92 @@ def _predict_strip(head: Head, strip: EmbeddingRaster, dims: int,
         state.valid += j.size
         bar.update(info=f"{state.valid:,} px predicted")
     return out.reshape(state.count, h, width)
+
+
+def _dense_outputs(head: Any, strips: Iterable[EmbeddingRaster], dims: int, width: int,
+                   height: int, state: _State, bar: Any) -> Iterator[np.ndarray]:
+    """Predictions (count, rows, width) of a head that sees neighbourhoods (`predict_dense`, the
+    UNet), band by band of DENSE_TILE rows, top to bottom: each DENSE_TILE x DENSE_TILE output
+    tile is predicted from a window with `head.context` more pixels on each side (clipped at the
+    grid's edges) and cropped, so the stitched map equals a prediction of the whole raster.
+    Held at once: the strips covering one band and its context rows, and one window."""
+    m = int(getattr(head, "context", 0))
+    if m < 0 or m % 4 or DENSE_TILE % 4:
+        raise HeadError(f"predict map: head context {m}: expected a multiple of 4 pixels")
+    buf_e: np.ndarray | None = None  # the rows read and still needed (codes or floats)
+    buf_s = np.zeros((0, width), np.float32)
+    buf0 = end = a = 0  # grid rows: the buffer's first, the first not read, the next band's
+    it = iter(strips)
+    exhausted = False
+    while a < height:
+        while end < min(height, a + DENSE_TILE + m) and not exhausted:
+            strip = next(it, None)
+            if strip is None:
+                exhausted = True
+                break
+            s = np.asarray(strip.scales, np.float32)
+            e = np.asarray(strip.embeddings)
+            h = s.shape[0]
+            if s.shape != (h, width) or e.shape != (h, width, dims):
+                raise InputError(f"predict map: a strip of {e.shape} embeddings and {s.shape} "
+                                 f"scales in a grid {width} px wide of {dims}-dimensional "
+                                 "embeddings")
+            buf_e = e if buf_e is None else np.concatenate([buf_e, e])
+            buf_s = np.concatenate([buf_s, s])
+            end += h
+        if end <= a or buf_e is None:
+            return  # the strips ran out: predict_strips reports the missing rows
+        b = min(a + DENSE_TILE, end)
+        yield _dense_band(head, buf_e, buf_s, buf0, a, b, min(end, b + m) - buf0, m, state, bar)
+        a = b
+        drop = max(0, a - m) - buf0
+        buf_e, buf_s, buf0 = buf_e[drop:], buf_s[drop:], buf0 + drop
+    if next(it, None) is not None:
+        raise InputError(f"predict map: the strips hold more rows than the grid ({height})")
+
+
+def _dense_band(head: Any, emb: np.ndarray, scales: np.ndarray, buf0: int, a: int, b: int,
+                stop: int, m: int, state: _State, bar: Any) -> np.ndarray:
+    """Output rows a..b (grid rows) of `_dense_outputs`: `emb` / `scales` hold grid rows
+    buf0..buf0 + stop of the context needed (and maybe more)."""
+    width = scales.shape[1]
+    start = max(0, a - m) - buf0  # the windows' rows in the buffer: start..stop
+    out = np.full((state.count, b - a, width), state.nodata, state.dtype)
+    valid = np.isfinite(scales[a - buf0:b - buf0])
+    for c in range(0, width, DENSE_TILE):
+        c1 = min(width, c + DENSE_TILE)
+        ok = valid[:, c:c1]
+        if not ok.any():
+            continue
+        w0, w1 = max(0, c - m), min(width, c1 + m)
+        s = scales[start:stop, w0:w1]
+        x = np.asarray(emb[start:stop, w0:w1], dtype=np.float32)
+        if emb.dtype == np.int8:  # exactly `dequantize`: float32 codes times the scale
+            x = x * s[..., None]
+        x[~np.isfinite(s)] = np.nan
+        r0, c0 = a - buf0 - start, c - w0  # the output tile inside the window
+        p = np.asarray(head.predict_dense(x[None]))[0][:, r0:r0 + b - a, c0:c0 + c1 - c]
+        part = out[:, :, c:c1]
+        if state.task == "classification":
+            if p.shape[0] != len(state.classes):
+                raise HeadError(f"predict map: the head's predict_dense gave {p.shape[0]} "
+                                f"outputs for {len(state.classes)} classes")
+            label = p.argmax(axis=0)
+            conf = np.clip(np.rint(np.take_along_axis(p, label[None], 0)[0] * 100.0), 0, 100)
+            part[0][ok] = label[ok]
+            part[1][ok] = conf[ok]
+            state.counts += np.bincount(label[ok], minlength=len(state.classes))
+        else:
+            v = p[0].astype(np.float32)
+            part[0][ok] = v[ok]
+            fin = v[ok & np.isfinite(v)]
+            if fin.size:
+                state.vmin = min(state.vmin, float(fin.min()))
+                state.vmax = max(state.vmax, float(fin.max()))
+                state.vsum += float(fin.astype(np.float64).sum())
+        state.valid += int(ok.sum())
+        bar.update(info=f"{state.valid:,} px predicted")
+    return out
 
 
 # --- the preview ---------------------------------------------------------------------------------

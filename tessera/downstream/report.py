@@ -224,17 +224,19 @@ def _style(result: EvalResult) -> dict[str, dict[str, Any]]:
 
     heads = list(dict.fromkeys(m["head"] for m in result.methods if m["features"] != REFERENCE))
     palette = colormaps["tab10"]
+    primary = result.methods[0]["features"]  # the engine's X: embeddings, or table columns
     baselines = [f for f in dict.fromkeys(m["features"] for m in result.methods)
-                 if f not in (EMBEDDING, REFERENCE)]
+                 if f not in (primary, REFERENCE)]
     dashes = ["--", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 1))]
     out: dict[str, dict[str, Any]] = {}
     for m in result.methods:
         if m["features"] == REFERENCE:
             out[m["name"]] = {"color": "0.45", "linestyle": ":", "marker": "x", "lw": 1.5,
                               "label": f"{m['name']} (no information)"}
-        elif m["features"] == EMBEDDING:
+        elif m["features"] == primary:
+            what = "embeddings" if primary == EMBEDDING else f"{primary} features"
             out[m["name"]] = {"color": palette(heads.index(m["head"]) % 10), "linestyle": "-",
-                              "marker": "o", "lw": 2.2, "label": f"{m['head']} (embeddings)"}
+                              "marker": "o", "lw": 2.2, "label": f"{m['head']} ({what})"}
         else:
             out[m["name"]] = {"color": palette(heads.index(m["head"]) % 10),
                               "linestyle": dashes[baselines.index(m["features"]) % len(dashes)],

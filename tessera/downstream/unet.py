@@ -14,11 +14,18 @@ Regression targets: float, NaN = no label, MSE on standardised targets. Patches 
 embeddings are refused (fill or mask them first). Training is deterministic for a given seed (see
 `tessera.downstream.heads`). The pixel-array methods `fit` / `predict` / `predict_proba` raise a
 HeadError: a UNet needs the neighbourhood of each pixel.
+
+Maps: `predict_dense(X)` takes raster windows (N, H, W, D) with NaN where there is no embedding
+(those pixels take the training mean, which standardises to 0: no information to their
+neighbours). An output pixel depends on inputs up to 23 px away (the receptive field of the two
+levels), so a window with CONTEXT px more on each side, starting on a multiple of 4 (the pooling
+grid), gives the same outputs as the whole raster: `tessera.downstream.predict_map` stitches
+such windows to map a raster of any size in bounded memory.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -63,6 +70,12 @@ class UNet(nn.Module):
         return out
 
 
+#: Pixels of context on each side of a window that its outputs depend on: the receptive field
+#: reaches 23 px (two 3x3 convolutions at full, half and quarter resolution, and back), rounded
+#: up to a multiple of 4 so that windows keep the pooling grid.
+CONTEXT = 24
+
+
 def padded_size(n: int) -> int:
     """The padded height / width: a multiple of 4, at least 8."""
     return max(8, -(-n // 4) * 4)
@@ -70,6 +83,9 @@ def padded_size(n: int) -> int:
 
 class UNetHead(TorchHead):
     """Dense segmentation / regression on (N, D, H, W) embedding patches."""
+
+    #: what `predict_map` reads: windows need this many pixels of context on each side
+    context: ClassVar[int] = CONTEXT
 
     def _network(self) -> nn.Module:
         return UNet(self.info.dims, self.n_out, int(self.info.params["channels"]))
@@ -191,6 +207,38 @@ class UNetHead(TorchHead):
             return out
         return self._run_patches(x)
 
+    def fill_values(self, width: int) -> np.ndarray:
+        """float32 (width,): what stands in for a missing embedding at the head's input width:
+        the training mean at the dimensions it reads (standardised: 0), 0 elsewhere."""
+        fill = np.zeros(width, np.float32)
+        if "x_mean" in self.stats:
+            idx = np.arange(width) if self.info.bands is None else np.asarray(self.info.bands)
+            fill[idx] = self.stats["x_mean"]
+        return fill
+
+    def predict_dense(self, X: np.ndarray) -> np.ndarray:
+        """Raster windows X (N, H, W, D) float32 at the head's input width, NaN = no embedding:
+        (N, C, H, W) float32 class probabilities, or (N, 1, H, W) values for regression. Missing
+        embeddings take `fill_values` (their own outputs mean nothing: the caller masks them)."""
+        self._need_fitted()
+        x = float_array(X, "X", 4, "(windows, height, width, dims) of embeddings")
+        self._check_width(x.shape[3], self.input_dims, "X", "embedding dims (axis 3)")
+        if x.shape[1] == 0 or x.shape[2] == 0:
+            raise HeadError(f"X: windows of no pixel (shape {x.shape})")
+        if np.isinf(x).any():
+            raise HeadError("X: inf embeddings; expected finite values or NaN (= no embedding)")
+        n, h, w, d = x.shape
+        if self._constant >= 0:
+            out = np.zeros((n, self.n_classes, h, w), np.float32)
+            out[:, self._constant] = 1.0
+            return out
+        x = np.moveaxis(x, 3, 1)
+        missing = np.isnan(x)
+        if missing.any():
+            x = np.where(missing, self.fill_values(d)[None, :, None, None], x)
+        res = self._run_patches(np.ascontiguousarray(x, dtype=np.float32))
+        return res if self.is_classifier else self._unscale(res)
+
     def predict_patches(self, X: np.ndarray) -> np.ndarray:
         """(N, H, W) int64 class indices, or float32 values for a regression head."""
         if self.is_classifier:
@@ -199,4 +247,4 @@ class UNetHead(TorchHead):
         return self._unscale(self._run_patches(x)[:, 0])
 
 
-__all__ = ["UNet", "UNetHead", "padded_size"]
+__all__ = ["CONTEXT", "UNet", "UNetHead", "padded_size"]
