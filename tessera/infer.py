@@ -137,6 +137,21 @@ FAMILY_SCHEMES: dict[str, tuple[str, ...]] = {"v1.0": ("all", "v1"), "v1.1": ("v
 FAMILY_DIMS: dict[str, tuple[int, ...]] = {"v1.0": (), "v1.1": (), "v2": (16, 32, 64, 128)}
 assert set(FAMILY_SCHEMES) == set(FAMILIES) == set(FAMILY_DIMS)
 
+#: Arithmetic of the encoders (`Embedder(precision=...)`, `--precision`): fp32 is exact (the
+#: published model, the default); bf16 and int8 trade a little accuracy (cosine to fp32 >= 0.999
+#: per pixel, tested) for speed on CPUs with bf16 / int8 instructions. The output is the int8
+#: embedding + scale whatever the precision.
+PRECISIONS = ("fp32", "bf16", "int8")
+#: Who runs the encoders: PyTorch eager, or ONNX Runtime on CPU (`tessera.model.onnx_engine`).
+ENGINES = ("torch", "onnx")
+
+
+def precision_label(precision: str, engine: str = "torch") -> str:
+    """What outputs record (GeoTIFF tags, store manifests, point tables): the precision, and
+    for int8 also the engine, whose quantisation schemes differ (fp32 is the same function on
+    both engines, to float32 rounding; bf16 runs on torch only)."""
+    return f"int8-{engine}" if precision == "int8" else precision
+
 
 class Embedder:
     """Embeds d-pixels with a model.
@@ -150,12 +165,20 @@ class Embedder:
     each pixel's id). v1.1 and v2 models: their published deterministic schemes ("v1.1", "v2").
     dim: embedding width; None for the model's (`config.output_dim`); v2 students also offer
     their Matryoshka prefixes 16, 32 and 64 (the first dims, before quantisation).
+    precision: "fp32" (exact, default), "bf16" (bfloat16 autocast, on CPU or GPU) or "int8"
+    (dynamic int8 linear layers, CPU only; activations get one scale per forward pass, so an
+    int8 embedding depends slightly on the pixels batched with it). `bf16=True` is the older
+    spelling of precision="bf16".
+    engine: "torch" (default) or "onnx": the encoders exported to ONNX (cached per weights in
+    `onnx_cache`, see `tessera.model.onnx_engine`) and run by ONNX Runtime on CPU, at fp32 or
+    int8 (ONNX Runtime's dynamic quantisation).
     """
 
     def __init__(self, model: TesseraModel, *, device: str = "auto",
                  batch_size: int | None = None,
                  sampling: Scheme | None = None, seed: int = 0, bf16: bool = False,
-                 steps: int = V1_STEPS, dim: int | None = None) -> None:
+                 steps: int = V1_STEPS, dim: int | None = None, precision: str = "fp32",
+                 engine: str = "torch", onnx_cache: str | os.PathLike | None = None) -> None:
         family = family_of(model.config)
         accepted = FAMILY_SCHEMES[family]
         scheme = accepted[0] if sampling is None else str(sampling)
@@ -173,7 +196,14 @@ class Embedder:
         self.dim = dim or full
         if batch_size is not None and batch_size < 1:
             raise InputError(f"batch_size {batch_size}: expected a positive number of pixels")
-        self.device = resolve_device(device)
+        precision, engine = self._check_precision(precision, engine, bf16)
+        cpu_only = engine == "onnx" or precision == "int8"
+        self.device = resolve_device("cpu" if cpu_only and device == "auto" else device)
+        if cpu_only and self.device.type != "cpu":
+            raise InputError(f"device {device!r}: " + (
+                "engine 'onnx' runs on CPU (onnxruntime's CPUExecutionProvider)"
+                if engine == "onnx" else "precision 'int8' runs on CPU")
+                + "; use --device cpu, or --precision bf16 on a GPU")
         if batch_size is None:
             batch_size = CPU_BATCH_SIZE if self.device.type == "cpu" else GPU_BATCH_SIZE
         self.model = model.eval().to(self.device)
@@ -181,13 +211,48 @@ class Embedder:
         self.sampling: Scheme = scheme  # type: ignore[assignment]  # checked above
         self.seed = seed
         self.steps = steps
-        self.bf16 = bf16 and self.device.type == "cuda"
-        if bf16 and self.device.type != "cuda":
-            log.warning("bf16 requested on %s: ignored (bf16 is used on GPU only)", self.device)
+        self.precision = precision
+        self.engine = engine
+        self.bf16 = precision == "bf16"
+        self._onnx: dict[str, Any] | None = None
+        if engine == "onnx":
+            from tessera.model.onnx_engine import onnx_backbones
+
+            self._onnx = onnx_backbones(self.model, precision, model_label({}, model.config),
+                                        torch.get_num_threads(), onnx_cache)
+
+    @staticmethod
+    def _check_precision(precision: str, engine: str, bf16: bool) -> tuple[str, str]:
+        if precision not in PRECISIONS:
+            raise InputError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if engine not in ENGINES:
+            raise InputError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
+        if bf16:
+            if precision not in ("fp32", "bf16"):
+                raise InputError(f"bf16 and precision {precision!r} contradict each other: "
+                                 "give precision only")
+            precision = "bf16"
+        if engine == "onnx" and precision == "bf16":
+            raise InputError("precision 'bf16' runs on engine 'torch' only (ONNX Runtime's CPU "
+                             "engine here offers fp32 and int8)")
+        if engine == "torch" and precision == "int8":
+            from tessera.model.tessera_model import int8_available
+            if not int8_available():
+                raise InputError("precision 'int8': this PyTorch build has no dynamic int8 "
+                                 "kernels; use engine 'onnx' (pip install 'tessera-eo[onnx]')")
+        return precision, engine
+
+    @property
+    def precision_label(self) -> str:
+        """What outputs record (see `precision_label`)."""
+        return precision_label(self.precision, self.engine)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.bf16:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        if self.precision == "int8" and self.engine == "torch":
+            from tessera.model.tessera_model import int8_linears
+            return int8_linears()
         return contextlib.nullcontext()
 
     def _encode(self, sensor: str, c: Candidates, stream: int, pixel_ids: np.ndarray,
@@ -264,6 +329,10 @@ class Embedder:
             zero = torch.from_numpy(blank).to(self.device)
             x = x.masked_fill(zero[:, None, None], 0.0)
             d = d.masked_fill(zero[:, None], 0.0)
+        if self._onnx is not None:
+            pooled = self._onnx[sensor](x.numpy(), d.numpy(),
+                                        None if mask is None else mask.numpy())
+            return torch.from_numpy(pooled)
         backbone = m.s2_backbone if sensor == "s2" else m.s1_backbone
         with self._autocast():
             return backbone(x.to(m.dtype), d, mask)
@@ -282,12 +351,13 @@ class Embedder:
         flags = (np.where(c2.any_valid, 0, FLAG_NO_S2) | np.where(c1.any_valid, 0, FLAG_NO_S1))
         if n == 0:
             return EmbedResult(np.zeros((0, self.dim), np.float32), flags.astype(np.uint8))
-        with torch.inference_mode():
+        # one autocast region around every forward pass of the call: bf16 casts each weight
+        # once per call (autocast's cache lives until its outermost region ends), not per batch
+        with torch.inference_mode(), self._autocast():
             h2 = self._encode("s2", c2, 2, pixel_ids, progress)
             h1 = self._encode("s1", c1, 1, pixel_ids, progress)
             k = _at_least(np.arange(n), MIN_ROWS)
-            with self._autocast():
-                emb = self.model.fuse(h2[k], h1[k])[:n, :self.dim].float().cpu().numpy()
+            emb = self.model.fuse(h2[k], h1[k])[:n, :self.dim].float().cpu().numpy()
         return EmbedResult(emb, flags.astype(np.uint8))
 
 
@@ -457,7 +527,8 @@ def _provenance(embedder: Embedder, meta: dict[str, Any] | None) -> dict[str, st
             "family": embedder.family, "dims": str(embedder.dim),
             "preset": str(meta.get("preset")), "checkpoint": str(meta.get("path", "")),
             "random_init": str(bool(meta.get("random_init", False))),
-            "sampling": embedder.sampling, "seed": str(embedder.seed)}
+            "sampling": embedder.sampling, "seed": str(embedder.seed),
+            "precision": embedder.precision_label, "engine": embedder.engine}
 
 
 def model_label(meta: dict[str, Any], config: Any = None) -> str:

@@ -21,6 +21,13 @@ MODEL_HELP = ("Registered model id (`tessera models`): with --checkpoint it must
 DIM_HELP = "Embedding width: v2 students offer their Matryoshka prefixes 16, 32, 64 (default 128)."
 BATCH_HELP = "Pixels per forward pass at 40 steps (default: 64 on CPU, 1024 on GPU)."
 DEVICE_HELP = "auto, cpu, cuda, cuda:1 ..."
+PRECISION_HELP = ("Encoder arithmetic: fp32 (exact, the published model; default), bf16 "
+                  "(bfloat16 autocast, CPU or GPU) or int8 (dynamic int8 linear layers, CPU). "
+                  "bf16 and int8 keep a per-pixel cosine >= 0.999 to fp32 and are recorded in "
+                  "the outputs; a store year never mixes precisions.")
+ENGINE_HELP = ("torch (default) or onnx: the encoders exported once per weights (cached in "
+               "$TESSERA_ONNX_CACHE, default ~/.cache/tessera/onnx) and run by ONNX Runtime on "
+               "CPU, at fp32 or int8; needs the onnx extra.")
 
 
 def warn_random_init(meta: dict[str, Any]) -> None:
@@ -69,7 +76,9 @@ def embed(
     device: str = typer.Option("auto", metavar="DEVICE", help=DEVICE_HELP),
     sampling: Optional[str] = typer.Option(None, metavar="SCHEME", help=SAMPLING_HELP),
     seed: int = typer.Option(0, metavar="N", help="Seed of the v1 draws (and of a random init)."),
-    bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast on GPU."),
+    precision: str = typer.Option("fp32", "--precision", metavar="P", help=PRECISION_HELP),
+    engine: str = typer.Option("torch", "--engine", metavar="E", help=ENGINE_HELP),
+    bf16: bool = typer.Option(False, "--bf16", help="Same as --precision bf16 (older name)."),
     year: Optional[int] = typer.Option(None, metavar="YEAR", help="Year of the data (GeoTIFF "
                                        "tags; the store's year). Default: the year the tile's "
                                        "preprocess.json or simulation.json records."),
@@ -107,7 +116,7 @@ def embed(
     net, meta = resolve_model(checkpoint, seed=seed, model=model)
     embedder = Embedder(net, device=device, batch_size=batch_size,
                         sampling=sampling,  # type: ignore[arg-type]  # Embedder checks it
-                        seed=seed, bf16=bf16, dim=dim)
+                        seed=seed, bf16=bf16, dim=dim, precision=precision, engine=engine)
     warn_random_init(meta)
     note_model(meta)
     if store is not None:
@@ -135,7 +144,8 @@ def embed(
               + "".join(f", {p.name}" for p in res.geotiffs))
     out.print(f"{res.n_pixels} pixels, {res.n_flagged} flagged (no valid S2 or S1 "
               f"observation), model {model_label(meta, net.config)}, {embedder.dim} dims, "
-              f"sampling {embedder.sampling}"
+              f"sampling {embedder.sampling}, precision {embedder.precision_label}"
+              f"{' (engine onnx)' if embedder.engine == 'onnx' else ''}"
               f"{' (RANDOM INIT)' if meta.get('random_init') else ''}")
 
 
@@ -223,6 +233,8 @@ def embed_points(
     seed: int = typer.Option(0, metavar="N", help="Seed of the v1 draws."),
     batch_size: Optional[int] = typer.Option(None, metavar="N", help=BATCH_HELP),
     device: str = typer.Option("auto", metavar="DEVICE", help=DEVICE_HELP),
+    precision: str = typer.Option("fp32", "--precision", metavar="P", help=PRECISION_HELP),
+    engine: str = typer.Option("torch", "--engine", metavar="E", help=ENGINE_HELP),
     id_column: str = typer.Option("sample_id", metavar="COLUMN", help="Sample id column."),
     date_column: Optional[str] = typer.Option(None, metavar="COLUMN", help="Date column "
                                               "(default: date, timestamp or time)."),
@@ -277,7 +289,8 @@ def embed_points(
             summary = embed_points_file(
                 input, output, keep=kept, wide=as_wide, table=table, checkpoint=checkpoint,
                 model_id=model, options=opts, sampling=sampling, seed=seed,
-                batch_size=batch_size, device=device, int8=int8, dim=dim)
+                batch_size=batch_size, device=device, int8=int8, dim=dim,
+                precision=precision, engine=engine)
     finally:
         _print_warnings(caught)
     flagged = summary.flagged_samples

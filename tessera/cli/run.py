@@ -67,6 +67,11 @@ def run(
     seed: int = typer.Option(0, metavar="N", help="Sampling seed (same seed, same output)."),
     batch_size: Optional[int] = typer.Option(None, metavar="PX", min=1,
                                              help="Pixels per forward pass."),
+    precision: str = typer.Option("fp32", "--precision", metavar="P", help="fp32 (exact, "
+                                  "published-compatible), bf16 or int8; recorded in the store, "
+                                  "which keeps one per year."),
+    engine: str = typer.Option("torch", "--engine", metavar="E", help="torch or onnx (CPU)."),
+    device: str = typer.Option("auto", "--device", metavar="DEV", help="auto, cpu or cuda."),
     resolution: float = typer.Option(10.0, metavar="M", help="Pixel size in metres (10 is "
                                      "the published grid; coarser for quick looks)."),
     patch_size: int = typer.Option(500, metavar="PX", help="Preprocessing patch side."),
@@ -95,7 +100,7 @@ def run(
     need("dask", "preprocess", "tessera run")
     need("torch", "model", "tessera run")
     from tessera.cpus import available_cpus
-    from tessera.infer import resolve_model, shipped_checkpoint
+    from tessera.infer import ENGINES, PRECISIONS, resolve_model, shipped_checkpoint
     from tessera.pipeline.run import ModelChoice, RunConfig, plan_run
 
     src = _source(source, s2, s1, s2_band_order, s1_band_order, s1_units, s1_orbit, stac_url,
@@ -108,7 +113,10 @@ def run(
     if meta.get("random_init"):
         warn("no weights: embedding with a RANDOM INIT (recorded in the store)")
     choice = ModelChoice(str(checkpoint.absolute()) if checkpoint else None, model, seed,
-                         batch_size)
+                         batch_size, precision=precision, engine=engine, device=device)
+    if precision not in PRECISIONS or engine not in ENGINES:
+        fail(f"--precision {precision} --engine {engine}: expected precision "
+             f"{' | '.join(PRECISIONS)} and engine {' | '.join(ENGINES)}")
     cfg = RunConfig(str(store.absolute()), year, choice, resolution, patch_size,
                     threads=threads, scratch=str(scratch.absolute()) if scratch else "",
                     retries=retries)

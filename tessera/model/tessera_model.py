@@ -14,9 +14,14 @@ the pooling softmax excludes padded steps.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import os
+import warnings
 import weakref
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -75,11 +80,99 @@ def _autocast_on() -> bool:
 
 
 def _use_onednn(x: torch.Tensor, module: nn.Module) -> bool:
-    """Eager float32 CPU inference without autograd or autocast."""
+    """Eager float32 CPU inference without autograd or autocast (not while tracing or exporting:
+    an exported graph must hold the stock layers). Within `int8_linears` the same path runs the
+    products as dynamic int8, whether or not oneDNN is available."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 and not module.training
             and not torch.is_grad_enabled() and not torch.jit.is_scripting()
+            and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
             and not torch.compiler.is_compiling() and not _autocast_on()
-            and _onednn_available())
+            and (_LINEAR_MODE.get() == "int8" or _onednn_available()))
+
+
+# --- dynamic int8 on CPU (`tessera.infer.Embedder(precision="int8")`) ---------------------------
+# The packed-linear path above, with each product run by PyTorch's dynamic int8 kernel
+# (quantized::linear_dynamic, as torch.ao.quantization.quantize_dynamic uses): weights int8
+# per output channel, quantised once and cached like the packed float weights; activations
+# quantised per product with one scale per batch (so an int8 embedding depends slightly on the
+# pixels batched with it). Attention scores, LayerNorms, the GRU and the fusion stay float32.
+# A context variable, not a module flag: the same model can serve float32 and int8 embedders.
+
+_LINEAR_MODE: contextvars.ContextVar[str] = contextvars.ContextVar("tessera_linear_mode",
+                                                                  default="fp32")
+#: module -> {name: (weak reference to the weight, to the bias, their versions, packed int8)}
+_PACKED_INT8: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[Any, ...]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def int8_available() -> bool:
+    """Whether this PyTorch has the dynamic int8 linear kernels (x86 / ARM CPU builds do)."""
+    try:
+        return bool(torch.backends.quantized.supported_engines) and hasattr(
+            torch.ops.quantized, "linear_dynamic")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@contextlib.contextmanager
+def int8_linears() -> Iterator[None]:
+    """Within: eager CPU inference runs the encoders' linear layers as dynamic int8."""
+    token = _LINEAR_MODE.set("int8")
+    try:
+        yield
+    finally:
+        _LINEAR_MODE.reset(token)
+
+
+def _version(t: torch.Tensor | None) -> int | None:
+    try:
+        return None if t is None else t._version
+    except RuntimeError:  # an inference tensor: no version
+        return None
+
+
+_VNNI: bool | None = None
+
+
+def _full_range_int8() -> bool:
+    """Whether activations may use all 8 bits: on x86 CPUs with VNNI (or AMX) instructions,
+    whose int8 dot products accumulate in 32 bits. Without them fbgemm sums pairs of u8 x s8
+    products in 16 bits, which 8-bit activations can overflow, so they get 7 (reduce_range,
+    fbgemm's advice), at about twice the quantisation error."""
+    global _VNNI
+    if _VNNI is None:
+        try:
+            flags = next((line for line in open("/proc/cpuinfo").read().splitlines()
+                          if line.startswith("flags")), "").split()
+        except OSError:
+            flags = []
+        _VNNI = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
+    return _VNNI
+
+
+def _pack_int8(weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
+    w = weight.detach().float()
+    scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12).double()
+    with warnings.catch_warnings():  # quantized tensors are deprecated, the kernels are not yet
+        warnings.simplefilter("ignore", UserWarning)
+        qw = torch.quantize_per_channel(w, scales, torch.zeros_like(scales, dtype=torch.long),
+                                        0, torch.qint8)
+        return torch.ops.quantized.linear_prepack(qw, None if bias is None
+                                                  else bias.detach().float())
+
+
+def _linear_int8(owner: nn.Module, name: str, weight: torch.Tensor, bias: torch.Tensor | None,
+                 x2: torch.Tensor, act: str) -> torch.Tensor:
+    cache = _PACKED_INT8.setdefault(owner, {})
+    hit = cache.get(name)
+    if (hit is None or hit[0]() is not weight or (hit[1] is None) != (bias is None)
+            or (bias is not None and hit[1]() is not bias)
+            or hit[2] != (_version(weight), _version(bias))):
+        hit = cache[name] = (weakref.ref(weight), None if bias is None else weakref.ref(bias),
+                             (_version(weight), _version(bias)), _pack_int8(weight, bias))
+    op = (torch.ops.quantized.linear_relu_dynamic if act == "relu"
+          else torch.ops.quantized.linear_dynamic)
+    return op(x2.contiguous(), hit[3], not _full_range_int8())  # reduce_range without VNNI
 
 
 def _linear(owner: nn.Module, name: str, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -88,6 +181,12 @@ def _linear(owner: nn.Module, name: str, weight: torch.Tensor, bias: torch.Tenso
     """x @ weight.T + bias (then ReLU when act == "relu", or + add) through oneDNN, with the
     packed weight cached per owner module until the weight is replaced, moved or changed in
     place."""
+    if _LINEAR_MODE.get() == "int8":
+        x2 = x.reshape(-1, x.shape[-1])
+        y = _linear_int8(owner, name, weight, bias, x2, act)
+        if add is not None:
+            y = y.add_(add.reshape(-1, weight.shape[0]))
+        return y.reshape(*x.shape[:-1], weight.shape[0])
     cache = _PACKED.setdefault(owner, {})
     try:
         version = weight._version
@@ -185,7 +284,10 @@ class GRU(nn.Module):
         w_in = torch.cat((c.W_ir.weight, c.W_iz.weight, c.W_ih.weight)).to(x.dtype)
         b_in = torch.cat((c.b_r, c.b_z, c.b_h)).to(x.dtype)
         # (T, B, 3d), time-major so that each step reads one contiguous block
-        xi = F.linear(x.transpose(0, 1), w_in, b_in).contiguous()
+        if x.dtype == torch.float32 and not _autocast_on():
+            xi = F.linear(x.transpose(0, 1), w_in, b_in).contiguous()
+        else:  # bf16: the product of the transposed view then the copy took 10x longer
+            xi = F.linear(x.transpose(0, 1).contiguous(), w_in, b_in)
         w_rz_t = torch.cat((c.W_hr.weight, c.W_hz.weight)).to(x.dtype).t()  # (d, 2d)
         w_hh_t = c.W_hh.weight.to(x.dtype).t()
         h = x.new_zeros(x.shape[0], d)

@@ -93,7 +93,8 @@ def embed_to_store(embedder: Embedder, source: str | Path, store: LocalStore, ye
                    progress: Progress | None = None, keep_partial: bool = False,
                    model: str = "", weights: str = "") -> TileEntry:
     """Embed INPUT (see the module docstring) and write it as tile-year `year` of `store`,
-    recording `model` (registered id) and `weights` (see `provenance`). The input and the store
+    recording `model` (registered id), `weights` (see `provenance`) and the embedder's precision
+    (`Embedder.precision_label`: a year never mixes precisions). The input and the store
     are checked before any pixel is embedded (a year of the store holding another model's
     embeddings is refused); the whole tile is held in memory (int8 codes + scales: 132 bytes per
     pixel) and written once."""
@@ -123,7 +124,8 @@ def embed_to_store(embedder: Embedder, source: str | Path, store: LocalStore, ye
         # a store whose manifest is unreadable, a GeoTessera layout (read-only), or a year that
         # holds another model, is refused before the work
         probe = TileEntry(tile.name, tile.lon, tile.lat, int(year), version, "", (), w, h, 0, {},
-                          model=model, dims=embedder.dim, weights=weights)
+                          model=model, dims=embedder.dim, weights=weights,
+                          precision=embedder.precision_label)
         try:
             store.manifest_for_writing().check_one_model(int(year), adding=probe)
         except ManifestError as exc:
@@ -150,7 +152,8 @@ def embed_to_store(embedder: Embedder, source: str | Path, store: LocalStore, ye
     scales[roi == 0] = np.nan
     q[roi == 0] = 0
     return store.write_tile(tile, year, q, scales, roi, version=version, crs=crs,
-                            transform=transform, model=model, weights=weights)
+                            transform=transform, model=model, weights=weights,
+                            precision=embedder.precision_label)
 
 
 def provenance(meta: dict, weights: str | Path | None = None) -> tuple[str, str, str]:

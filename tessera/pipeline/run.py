@@ -62,6 +62,14 @@ class ModelChoice:
     seed: int = 0
     batch_size: int | None = None
     sampling: str | None = None
+    precision: str = "fp32"   # fp32 (exact, default) | bf16 | int8: recorded in the manifest
+    engine: str = "torch"     # torch | onnx
+    device: str = "auto"
+
+    @property
+    def precision_label(self) -> str:
+        from tessera.infer import precision_label
+        return precision_label(self.precision, self.engine)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +137,8 @@ class RunPlan:
         dates = sorted({j.dates for j in self.jobs})
         return [f"store     {c.store} (year {c.year})",
                 f"model     {c.model_id or c.model.model or 'default'}"
-                + (f", weights {c.weights}" if c.weights else ""),
+                + (f", weights {c.weights}" if c.weights else "")
+                + f", {c.model.precision_label} ({c.model.engine})",
                 f"tiles     {n} in the region: {len(self.jobs)} to make, {len(self.done)} "
                 f"already in the store, {len(self.empty)} without Sentinel-2 data",
                 f"pixels    {self.pixels:,} to embed at {c.resolution:g} m",
@@ -198,7 +207,8 @@ def plan_run(source: Source, tiles: Iterable[GridTile], config: RunConfig,
             held = {e.tile for e in manifest.query(year=config.year).entries()}
             probe = TileEntry(tiles[0].name, tiles[0].lon, tiles[0].lat, config.year,
                               config.version, "", (), 0, 0, 0, {}, model=config.model_id,
-                              weights=config.weights)
+                              weights=config.weights,
+                              precision=config.model.precision_label)
             manifest.check_one_model(config.year, adding=probe)
         except ManifestError as exc:
             raise StoreError(f"{store.root}: {exc}") from None
@@ -236,9 +246,10 @@ def _embedder(choice: ModelChoice, threads: int) -> Any:
     key = (choice, threads)
     if key not in _EMBEDDERS:
         net, _ = resolve_model(choice.checkpoint, seed=choice.seed, model=choice.model)
-        _EMBEDDERS[key] = Embedder(net, device="auto", batch_size=choice.batch_size,
+        _EMBEDDERS[key] = Embedder(net, device=choice.device, batch_size=choice.batch_size,
                                    sampling=choice.sampling,  # type: ignore[arg-type]
-                                   seed=choice.seed)
+                                   seed=choice.seed, precision=choice.precision,
+                                   engine=choice.engine)
     return _EMBEDDERS[key]
 
 

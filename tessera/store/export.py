@@ -93,10 +93,12 @@ def model_uri(present: Sequence[TileEntry]) -> str:
 
 
 def model_tags(present: Sequence[TileEntry]) -> dict[str, str]:
-    """Model, width and weights of the embeddings (GeoTIFF tags and Zarr attributes)."""
+    """Model, width, weights and precision of the embeddings (GeoTIFF tags and Zarr
+    attributes)."""
     return {"model": ",".join(sorted({e.model or "unrecorded" for e in present})),
             "dims": ",".join(sorted({str(e.dims) for e in present})),
-            "weights": ",".join(sorted({e.weights or "unrecorded" for e in present}))}
+            "weights": ",".join(sorted({e.weights or "unrecorded" for e in present})),
+            "precision": ",".join(sorted({e.precision or "fp32" for e in present}))}
 
 
 # --- GeoTIFF ------------------------------------------------------------------------------------
@@ -145,7 +147,8 @@ def tiff_tags(year: int, present: Sequence[TileEntry], absent: Sequence[str], dt
                     "= codes * scale"))
     tags = {"TESSERA_VERSION": versions,
             "TESSERA_MODEL": m["model"], "TESSERA_DIMS": m["dims"],
-            "TESSERA_WEIGHTS": m["weights"], "TESSERA_MODEL_URI": model_uri(present),
+            "TESSERA_WEIGHTS": m["weights"], "TESSERA_PRECISION": m["precision"],
+            "TESSERA_MODEL_URI": model_uri(present),
             "TESSERA_YEAR": str(int(year)),
             "TESSERA_TILES": ",".join(e.tile for e in present),
             "TESSERA_TILES_ABSENT": ",".join(absent),

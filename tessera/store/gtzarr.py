@@ -139,9 +139,9 @@ def _shard_edge(shard: int | None) -> int:
 
 
 def _one_model(by_year: dict[int, list[TileEntry]], what: str) -> None:
-    """One store, one model: refuse years whose embeddings come from different models, widths
-    or weights (their values are not comparable, and `geoemb:model` names one)."""
-    seen: dict[tuple[str, int, str], tuple[int, TileEntry]] = {}
+    """One store, one model: refuse years whose embeddings come from different models, widths,
+    weights or precisions (their values are not comparable, and `geoemb:model` names one)."""
+    seen: dict[tuple[str, int, str, str], tuple[int, TileEntry]] = {}
     for y, es in sorted(by_year.items()):
         for e in es:
             seen.setdefault(e.provenance, (y, e))
@@ -353,6 +353,7 @@ def _create(tmp: Path, zones: list[tuple[str, TargetGrid, list[TileEntry]]],
             "method": "per_pixel_scale", "original_dtype": "float32", "quantized_dtype": "int8",
             "scale": {"type": "array", "array_name": "scales", "nodata": "+inf"}},
         "tessera:model": m["model"], "tessera:dims": m["dims"], "tessera:weights": m["weights"],
+        "tessera:precision": m["precision"],
         "tessera:version": ",".join(sorted({e.version for e in present})),
         "tessera:years": ys, "tessera:scales": SCALES_NOTE,
         "tessera:tiles": {str(y): [e.tile for e in by_year[y]] for y in ys},

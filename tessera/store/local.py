@@ -156,13 +156,14 @@ class LocalStore:
     def write_tile(self, tile: GridTile | str, year: int, embeddings: np.ndarray,
                    scales: np.ndarray, mask: np.ndarray | None = None, *, version: str,
                    crs: Any = None, transform: Any = None, model: str = "",
-                   weights: str = "") -> TileEntry:
+                   weights: str = "", precision: str = "fp32") -> TileEntry:
         """Write one tile-year (int8 (H, W, D), float32 (H, W) with NaN = no data, uint8 mask,
         default: finite scales) and record it in the manifest, replacing an older entry.
         CRS and transform default to the grid tile's own; a different shape than the tile's 10 m
-        raster needs both given (e.g. coarser test stores). `model` (registered id) and
-        `weights` (their identity) are recorded with the width D; a write that would mix models,
-        widths or weights within the year is refused before any file is touched."""
+        raster needs both given (e.g. coarser test stores). `model` (registered id), `weights`
+        (their identity) and `precision` (`tessera.infer.precision_label`) are recorded with the
+        width D; a write that would mix models, widths, weights or precisions within the year is
+        refused before any file is touched."""
         tile = parse_tile_name(tile) if isinstance(tile, str) else tile
         embeddings, scales = np.asarray(embeddings), np.asarray(scales)
         if embeddings.dtype != np.int8 or embeddings.ndim != 3:
@@ -186,7 +187,8 @@ class LocalStore:
 
         crs = CRS.from_user_input(crs)
         probe = TileEntry(tile.name, tile.lon, tile.lat, int(year), version, "", (), w, h, 0, {},
-                          model=model, dims=int(embeddings.shape[2]), weights=weights)
+                          model=model, dims=int(embeddings.shape[2]), weights=weights,
+                          precision=precision)
         self._refuse_mixing(probe)
         finals = {k: self.root / relpath(k, year, tile.name) for k in FILE_KINDS}
         tmps: dict[str, Path] = {}
@@ -203,7 +205,8 @@ class LocalStore:
             entry = TileEntry(tile.name, tile.lon, tile.lat, int(year), version,
                               crs.to_string(), tuple(transform)[:6], w, h,
                               int(np.isfinite(scales).sum()), files, model=model,
-                              dims=int(embeddings.shape[2]), weights=weights)
+                              dims=int(embeddings.shape[2]), weights=weights,
+                              precision=precision)
             with self._locked():
                 current = self.manifest_for_writing()
                 self._refuse_mixing(entry, current)  # again: another writer may have been first

@@ -5,12 +5,14 @@ order a b c d e f), width, height, valid_pixels, created, `{kind}_path`, `{kind}
 `{kind}_sha256` for each file kind (embeddings, scales, mask), the tile cell as a WKB polygon
 (`geometry`, OGC:CRS84) and its `bbox` struct (GeoParquet 1.1 covering).
 
-`model` (a registered model id, `tessera models`), `dims` (embedding width) and `weights` (what
-identifies the weights: a sha256 prefix, "random init seed N", "simulated") say what made the
-embeddings. Embeddings of different models, widths or weights are not comparable, so a year holds
-one of them only: stores refuse a write that would mix them and clients refuse to read a year
-that does (`check_one_model`). Manifests written before these columns existed read with model
-"" (unrecorded). Queries by bbox, year and tile run as vectorised
+`model` (a registered model id, `tessera models`), `dims` (embedding width), `weights` (what
+identifies the weights: a sha256 prefix, "random init seed N", "simulated") and `precision` (the
+encoders' arithmetic, `tessera.infer.precision_label`: "fp32", "bf16", "int8-torch",
+"int8-onnx") say what made the embeddings. Embeddings of different models, widths, weights or
+precisions are not comparable, so a year holds one of them only: stores refuse a write that would
+mix them and clients refuse to read a year that does (`check_one_model`). Manifests written
+before these columns existed read with model "" (unrecorded) and precision "fp32" (the only one
+there was). Queries by bbox, year and tile run as vectorised
 pyarrow compute expressions over the columns, never as a Python loop over rows.
 
 Hashes are of the file bytes as stored, so `tessera store check` and the client can verify any
@@ -41,9 +43,11 @@ from tessera.errors import InputError, ManifestError
 from tessera.store.layout import FILE_KINDS
 
 GEOPARQUET_VERSION = "1.1.0"
-FORMAT_VERSION = 2  # of this manifest's columns, in the file metadata (2: model, dims, weights)
-#: Columns added by format 2, and what a format 1 manifest reads as.
-_V2_COLUMNS = {"model": (pa.string(), ""), "dims": (pa.int16(), 128), "weights": (pa.string(), "")}
+FORMAT_VERSION = 3  # of this manifest's columns, in the file metadata (2: model, dims, weights;
+# 3: precision)
+#: Columns added by formats 2 and 3, and what an older manifest reads as.
+_V2_COLUMNS = {"model": (pa.string(), ""), "dims": (pa.int16(), 128), "weights": (pa.string(), ""),
+               "precision": (pa.string(), "fp32")}
 
 
 def _file_fields() -> list[pa.Field]:
@@ -66,6 +70,7 @@ SCHEMA = pa.schema([
     pa.field("model", pa.string(), nullable=False),
     pa.field("dims", pa.int16(), nullable=False),
     pa.field("weights", pa.string(), nullable=False),
+    pa.field("precision", pa.string(), nullable=False),
     pa.field("crs", pa.string(), nullable=False),
     pa.field("transform", pa.list_(pa.float64(), 6), nullable=False),
     pa.field("width", pa.int32(), nullable=False),
@@ -104,16 +109,19 @@ class TileEntry:
     model: str = ""  # registered model id; "" = not recorded (format 1 manifests)
     dims: int = 128
     weights: str = ""
+    precision: str = "fp32"  # the encoders' arithmetic (`tessera.infer.precision_label`)
 
     @property
-    def provenance(self) -> tuple[str, int, str]:
-        """What must agree between tiles of one year: (model, dims, weights)."""
-        return (self.model, int(self.dims), self.weights)
+    def provenance(self) -> tuple[str, int, str, str]:
+        """What must agree between tiles of one year: (model, dims, weights, precision)."""
+        return (self.model, int(self.dims), self.weights, self.precision or "fp32")
 
     def describe_model(self) -> str:
         if not self.model:
-            return "an unrecorded model (written before stores recorded models)"
-        return f"{self.model} ({self.dims} dims, weights {self.weights or 'unrecorded'})"
+            what = "an unrecorded model (written before stores recorded models)"
+            return what if self.precision in ("", "fp32") else f"{what} at {self.precision}"
+        return (f"{self.model} ({self.dims} dims, weights {self.weights or 'unrecorded'}, "
+                f"precision {self.precision or 'fp32'})")
 
     @property
     def affine(self) -> Any:
@@ -195,7 +203,8 @@ class Manifest:
             w, s, ea, n = parse_tile_name(e.tile).bounds
             for name, v in (("tile", e.tile), ("lon", e.lon), ("lat", e.lat), ("year", e.year),
                             ("version", e.version), ("model", e.model),
-                            ("dims", int(e.dims)), ("weights", e.weights), ("crs", e.crs),
+                            ("dims", int(e.dims)), ("weights", e.weights),
+                            ("precision", e.precision or "fp32"), ("crs", e.crs),
                             ("transform", list(map(float, e.transform[:6]))),
                             ("width", e.width), ("height", e.height),
                             ("valid_pixels", e.valid_pixels), ("created", e.created or _now()),
@@ -263,7 +272,7 @@ class Manifest:
             out.append(TileEntry(r["tile"], r["lon"], r["lat"], r["year"], r["version"], r["crs"],
                                  tuple(r["transform"]), r["width"], r["height"],
                                  r["valid_pixels"], files, r["created"], r["model"],
-                                 int(r["dims"]), r["weights"]))
+                                 int(r["dims"]), r["weights"], r["precision"]))
         return out
 
     def get(self, tile: str, year: int) -> TileEntry | None:
@@ -314,16 +323,17 @@ class Manifest:
         return Manifest(t.filter(mask))
 
     # --- provenance -------------------------------------------------------------------------------
-    def models(self, year: int) -> dict[tuple[str, int, str], list[str]]:
-        """The distinct (model, dims, weights) of a year, each with its tiles."""
-        found: dict[tuple[str, int, str], list[str]] = {}
-        cols = self.query(year=year).table.select(["model", "dims", "weights", "tile"])
-        for model, dims, weights, tile in zip(*(c.to_pylist() for c in cols.columns)):
-            found.setdefault((model, int(dims), weights), []).append(tile)
+    def models(self, year: int) -> dict[tuple[str, int, str, str], list[str]]:
+        """The distinct (model, dims, weights, precision) of a year, each with its tiles."""
+        found: dict[tuple[str, int, str, str], list[str]] = {}
+        cols = self.query(year=year).table.select(["model", "dims", "weights", "precision",
+                                                   "tile"])
+        for model, dims, weights, precision, tile in zip(*(c.to_pylist() for c in cols.columns)):
+            found.setdefault((model, int(dims), weights, precision or "fp32"), []).append(tile)
         return found  # from the columns: no tile entry (nor its georeferencing) is built
 
     def check_one_model(self, year: int, adding: TileEntry | None = None) -> None:
-        """Refuse a year whose tiles come from different models, widths or weights (with
+        """Refuse a year whose tiles come from different models, widths, weights or precisions (with
         `adding`: refuse adding a tile that would make it so; the tile it replaces, if any,
         does not count)."""
         found = self.models(year)

@@ -111,8 +111,8 @@ def _one_model(entries: Sequence[TileEntry], where: str) -> TileEntry:
         raise StoreError(f"{where}: no tiles to publish (for the years asked)")
     kinds = {e.provenance for e in entries}
     if len(kinds) > 1:
-        shown = "; ".join(f"{m or 'unrecorded'} ({d} dims, weights {w or 'unrecorded'})"
-                          for m, d, w in sorted(kinds))
+        shown = "; ".join(f"{m or 'unrecorded'} ({d} dims, weights {w or 'unrecorded'}, "
+                          f"precision {p})" for m, d, w, p in sorted(kinds))
         raise StoreError(f"{where}: tiles of {len(kinds)} models ({shown}); a GeoTessera "
                          "dataset holds one: publish the years of one model (--year)")
     return entries[0]
@@ -213,7 +213,8 @@ def publish(store: Store | str | os.PathLike, out: str | os.PathLike,
         _write_registries(tmp, rows, lm_rows, version, variant, dataset, vp)
         (tmp / PROVENANCE).write_text(json.dumps({
             "model": first.model, "dims": first.dims, "weights": first.weights,
-            "version": first.version, "dataset": dataset, "source": src.describe(),
+            "precision": first.precision, "version": first.version, "dataset": dataset,
+            "source": src.describe(),
             "years": sorted({e.year for e in entries}),
             "published": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
             indent=1) + "\n")
@@ -316,6 +317,7 @@ def import_store(source: Store | str | os.PathLike, out: str | os.PathLike,
             new.append(dataclasses.replace(
                 e, files=files, valid_pixels=int(np.isfinite(scales).sum()),
                 model=prov.get("model", e.model), weights=prov.get("weights", e.weights),
+                precision=prov.get("precision", e.precision),
                 version=prov.get("version", e.version), created=""))
             del scales
             if progress is not None:

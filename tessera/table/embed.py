@@ -44,13 +44,15 @@ def embed_table(df: pd.DataFrame | str | os.PathLike, *, checkpoint: str | os.Pa
                 sampling: str | None = None, seed: int = 0, batch_size: int | None = None,
                 device: str = "auto", int8: bool = False, chunk_samples: int = 8192,
                 model: TesseraModel | None = None, model_id: str | None = None,
-                dim: int | None = None, **option_kwargs: Any) -> pd.DataFrame:
+                dim: int | None = None, precision: str = "fp32", engine: str = "torch",
+                **option_kwargs: Any) -> pd.DataFrame:
     """Embed every sample of a long point table; one output row per sample, sorted by id.
 
     Table options come from `options` and/or keywords (`s2_scale=`, `s1_encoding=`, `nodata=`,
     `year=`, `fill_missing=`... see `TableOptions`). The model is `model` (a TesseraModel) if
     given, else `tessera.infer.resolve_model(checkpoint, model=model_id or preset)`; a random
     init is warned about. `dim`: a v2 student's Matryoshka width (16, 32, 64; default 128).
+    `precision` and `engine`: see `tessera.infer.Embedder` (recorded in the summary).
     Samples are embedded `chunk_samples` at a time, so memory stays bounded. The result's
     `attrs["tessera"]` holds a summary (rows, observations, filled bands, model).
     """
@@ -75,7 +77,7 @@ def embed_table(df: pd.DataFrame | str | os.PathLike, *, checkpoint: str | os.Pa
         warnings.warn(str(meta["note"]), TableWarning, stacklevel=2)
     embedder = infer.Embedder(model, device=device, batch_size=batch_size,
                               sampling=sampling,  # type: ignore[arg-type]  # Embedder checks it
-                              seed=seed, dim=dim)
+                              seed=seed, dim=dim, precision=precision, engine=engine)
     n = len(prepared)
     latent = embedder.dim
     emb = np.zeros((n, latent), np.float32)
@@ -104,6 +106,7 @@ def embed_table(df: pd.DataFrame | str | os.PathLike, *, checkpoint: str | os.Pa
         "dropped_samples": len(prepared.dropped_samples), "int8": bool(int8),
         "model": infer.model_label(meta, model.config), "family": embedder.family,
         "dims": embedder.dim, "sampling": embedder.sampling, "seed": seed,
+        "precision": embedder.precision_label, "engine": embedder.engine,
         "preset": meta.get("preset"),
         "checkpoint": str(checkpoint) if checkpoint else str(meta.get("path", "") or ""),
         "random_init": bool(meta.get("random_init", False)), "options": opts.to_dict(),

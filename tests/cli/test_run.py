@@ -83,3 +83,20 @@ def test_plan_prints_sizes_and_measured_times():
     res = runner.invoke(app, ["plan", "--year", "2022", "--tile", "grid_3.05_50.05", "--gpus",
                               "2", "--calibration-px", "300", "--no-progress"])
     assert res.exit_code != 0 and "--gpu-pixels-per-s" in res.output
+
+
+def test_run_records_the_precision_and_keeps_one_per_year(acquisitions, tmp_path):
+    from tessera.store.local import LocalStore
+
+    _, info = acquisitions
+    store = tmp_path / "store"
+    res = runner.invoke(app, _args(info, store, "--tile", "grid_3.05_50.05", "--precision",
+                                   "bf16"))
+    assert res.exit_code == 0, res.output
+    entry, = LocalStore(store).manifest().query(year=2022).entries()
+    assert entry.precision == "bf16"
+    res = runner.invoke(app, _args(info, store, "--tile", "grid_3.15_50.05"))  # fp32
+    assert res.exit_code != 0 and "precision" in res.output and "bf16" in res.output
+    res = runner.invoke(app, _args(info, store, "--tile", "grid_3.15_50.05", "--precision",
+                                   "fp16"))
+    assert res.exit_code != 0 and "--precision fp16" in res.output
