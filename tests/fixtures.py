@@ -16,6 +16,16 @@ from rasterio.transform import Affine
 from tessera.dpixel import DPixelBatch
 
 
+def one_line_error(result, *fragments):
+    """A CLI result that failed as a user error: exit 2, one `error:` line first, no traceback,
+    naming every fragment."""
+    assert result.exit_code == 2, result.output
+    out = " ".join(result.output.split())
+    assert out.startswith("error:") and "Traceback" not in out
+    for f in fragments:
+        assert f in out, out
+
+
 #: The real data of ../shared/datasets (see its README); tests skip when it is absent.
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 

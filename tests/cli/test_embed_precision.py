@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import rasterio
+from fixtures import one_line_error
 from typer.testing import CliRunner
 
 from tessera.bands import S2_BANDS
@@ -23,14 +24,6 @@ from tessera.store.synthetic import simulated_tile_arrays
 
 def run(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    out = " ".join(result.output.split())
-    assert out.startswith("error:") and "Traceback" not in out
-    for f in fragments:
-        assert f in out, out
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 from rasterio.warp import transform_bounds
+from fixtures import one_line_error
 from typer.testing import CliRunner
 
 from tessera.cli import app
@@ -58,14 +59,6 @@ def test_run_then_resume_then_embed(raw, tmp_path):
     assert result.exit_code == 0, result.output
     q = np.load(tmp_path / "emb" / f"{patches[0].name}.npy")
     assert q.shape == (*tile.shape, 128)
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    out = " ".join(result.output.split())
-    assert out.startswith("error:") and "Traceback" not in out
-    for f in fragments:
-        assert f in out, out
 
 
 def test_cli_bad_input(raw, tmp_path):
