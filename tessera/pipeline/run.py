@@ -323,9 +323,40 @@ class RunReport:
 OnTile = Callable[[str, str, dict[str, Any]], None]  # (tile, "done" | "failed", details)
 
 
-def _counts(done: list[Any], failed: dict[str, str], total: int) -> str:
-    """The tiles bar's status: done / failed / remaining."""
-    return f"{len(done)} done, {len(failed)} failed, {total - len(done) - len(failed)} left"
+class _Tally:
+    """What both runners record per finished tile: the report's lists, the bars (status: done /
+    failed / left) and the caller's `on_tile`."""
+
+    def __init__(self, plan: RunPlan, progress: Progress | None, on_tile: OnTile | None,
+                 count_pixels: bool) -> None:
+        self.plan, self.on_tile, self.t0 = plan, on_tile, time.perf_counter()
+        self.bar = task(progress, "tiles", total=len(plan.jobs))
+        self.pixels = task(progress, "pixels", total=plan.pixels, unit="px") if count_pixels \
+            else None
+        self.done: list[dict[str, Any]] = []
+        self.failed: dict[str, str] = {}
+
+    def _advance(self) -> None:
+        left = len(self.plan.jobs) - len(self.done) - len(self.failed)
+        self.bar.advance(1, f"{len(self.done)} done, {len(self.failed)} failed, {left} left")
+
+    def made(self, tile: str, res: dict[str, Any]) -> None:
+        self.done.append(res)
+        self._advance()
+        if self.pixels is not None:
+            self.pixels.advance(res["pixels"])
+        if self.on_tile:
+            self.on_tile(tile, "done", res)
+
+    def lost(self, tile: str, exc: BaseException | None) -> None:
+        self.failed[tile] = _error_line(exc)
+        self._advance()
+        if self.on_tile:
+            self.on_tile(tile, "failed", {"error": self.failed[tile]})
+
+    def report(self) -> RunReport:
+        return RunReport(self.done, self.failed, self.plan.done, self.plan.empty,
+                         time.perf_counter() - self.t0)
 
 
 def _error_line(exc: BaseException | None) -> str:
@@ -339,10 +370,7 @@ def run_serial(plan: RunPlan, progress: Progress | None = None,
                on_tile: OnTile | None = None) -> RunReport:
     """Every tile in this process, one after the other: the reference for the cluster run, and
     what a run without dask.distributed does."""
-    t0 = time.perf_counter()
-    bar = task(progress, "tiles", total=len(plan.jobs))
-    done: list[dict[str, Any]] = []
-    failed: dict[str, str] = {}
+    tally = _Tally(plan, progress, on_tile, count_pixels=False)
     for job in plan.jobs:
         err: BaseException | None = None
         for _ in range(plan.config.retries + 1):
@@ -352,16 +380,10 @@ def run_serial(plan: RunPlan, progress: Progress | None = None,
             except Exception as exc:  # noqa: BLE001 - reported per tile, the others go on
                 err = exc
         else:
-            failed[job.tile] = _error_line(err)
-            bar.advance(1, _counts(done, failed, len(plan.jobs)))
-            if on_tile:
-                on_tile(job.tile, "failed", {"error": failed[job.tile]})
+            tally.lost(job.tile, err)
             continue
-        done.append(res)
-        bar.advance(1, _counts(done, failed, len(plan.jobs)))
-        if on_tile:
-            on_tile(job.tile, "done", res)
-    return RunReport(done, failed, plan.done, plan.empty, time.perf_counter() - t0)
+        tally.made(job.tile, res)
+    return tally.report()
 
 
 def _worker_resources(client: Client) -> dict[str, float]:
@@ -399,12 +421,10 @@ def run_distributed(plan: RunPlan, client: Client, progress: Progress | None = N
     from distributed import as_completed
 
     cfg = plan.config
-    t0 = time.perf_counter()
+    tally = _Tally(plan, progress, on_tile, count_pixels=True)
     have = _worker_resources(client)
     check_memory(plan.jobs, have.get("MEMORY"))
     token = cfg.token()
-    bar = task(progress, "tiles", total=len(plan.jobs))
-    pixels = task(progress, "pixels", total=plan.pixels, unit="px")
     futures = {}
     for job in plan.jobs:
         mem = {"MEMORY": job.memory()} if "MEMORY" in have else {}
@@ -415,24 +435,14 @@ def run_distributed(plan: RunPlan, client: Client, progress: Progress | None = N
                             retries=cfg.retries, priority=10, resources=emb_res or None,
                             pure=False)
         futures[emb] = job
-    done: list[dict[str, Any]] = []
-    failed: dict[str, str] = {}
     for fut in as_completed(list(futures)):
         job = futures[fut]
         if fut.status == "finished":
-            res = fut.result()
-            done.append(res)
-            bar.advance(1, _counts(done, failed, len(plan.jobs)))
-            pixels.advance(res["pixels"])
-            if on_tile:
-                on_tile(job.tile, "done", res)
+            tally.made(job.tile, fut.result())
         else:
-            failed[job.tile] = _error_line(fut.exception())
-            bar.advance(1, _counts(done, failed, len(plan.jobs)))
-            if on_tile:
-                on_tile(job.tile, "failed", {"error": failed[job.tile]})
+            tally.lost(job.tile, fut.exception())
         fut.release()
-    return RunReport(done, failed, plan.done, plan.empty, time.perf_counter() - t0)
+    return tally.report()
 
 
 def local_cluster(workers: int, threads: int = 1, memory_limit: str | int = "auto",
